@@ -2,7 +2,6 @@ package rdscsi
 
 import (
 	"context"
-	"errors"
 
 	"github.com/srvlab/rds-csi/attach"
 	"github.com/srvlab/rds-csi/rdsclient"
@@ -61,7 +60,3 @@ type Connector interface {
 	// gone.
 	Disconnect(ctx context.Context, nqn string) error
 }
-
-// ErrNotConnected is returned by a Connector when an NQN has no device on
-// this node.
-var ErrNotConnected = errors.New("rdscsi: nvme target not connected")
