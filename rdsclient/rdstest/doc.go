@@ -1,0 +1,56 @@
+// Package rdstest provides an in-process fake ROSE Data Server (RDS) for
+// tests, as net/http/httptest does for HTTP.
+//
+// A Server is a real SSH server on 127.0.0.1 that accepts public-key logins
+// for "admin" (console flags such as "admin+c250w" allowed) and runs one
+// RouterOS console command per exec session. It implements the subset of
+// the console a CSI driver uses — /disk add|print|set|remove|monitor-traffic,
+// /file print|remove, /system identity|resource print — and prints exactly
+// what a device prints: wrapped print detail with CRLF line ends, digit
+// groups, binary human sizes, console error texts on stdout with a non-zero
+// exit status. File disks are sparse files under DataDir, so pool capacity,
+// copies and resizes are real.
+//
+// The fake does not import the client's parser: the two are written from
+// the same device captures and check each other.
+//
+// Faults (FailNth, FailAlways, Latency, Hang, DropAfterRun) are injected
+// with Server.Inject; DropConnections, RefuseConnections and RejectAuth
+// simulate outages. Close waits for every goroutine, hung commands
+// included.
+//
+// Device behaviour the fake had to choose where no capture exists:
+//
+//   - failure texts: "failure: file already exists" (file-path taken),
+//     "failure: nqn already in use" (NQN of an exported disk reused),
+//     "failure: invalid file path" (not strictly below a pool mount point),
+//     "failure: cannot shrink file" (set file-size below the current size),
+//     "failure: file is in use" (/file remove of a disk's backing file),
+//     "failure: directory is not empty", "failure: cannot remove mount
+//     point", "failure: not a file disk" (set/remove of a pool, nvme or
+//     partition disk), "failure: type not specified", "failure: file-path
+//     not specified", "failure: file-size not specified";
+//   - "failure: no such item" for a missing slot given by name (remove,
+//     set, monitor-traffic) and for copy-from with an empty [find];
+//     removing an empty [find] result is a silent no-op;
+//   - "input does not match any value of type" for a type other than file,
+//     "invalid value for argument <name>" for other bad values; "$"
+//     anywhere (a variable) is a syntax error and is never expanded; ";" is
+//     "expected end of command" (one command per session);
+//   - human sizes use the largest binary unit the value strictly exceeds,
+//     so 1 GiB prints as 1024.0MiB and 50 GiB as 50.0GiB;
+//   - print detail lays properties out in line groups taken from the
+//     captures; a group starts a new line unless the current line was
+//     opened by wrapping; a property longer than a line is split at the
+//     width; a blank line follows every entry;
+//   - a disk that is not exported prints nvme-tcp-export=no and omits the
+//     port, NQN and allowed host name; exporting without a port or NQN
+//     uses 4420 and nqn.2000-02.com.mikrotik:<slot>;
+//   - /file lists each pool as type=disk, directories as type=directory,
+//     files as "<ext> file"; /disk remove never deletes the backing file;
+//   - /disk monitor-traffic prints the keys of the capture; without once
+//     it prints one snapshot and keeps the session open, as the device
+//     streams;
+//   - plain print (without detail or terse) prints the detail format;
+//     print as-value prints nothing (it yields data only in scripts).
+package rdstest
