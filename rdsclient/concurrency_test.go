@@ -1,0 +1,150 @@
+package rdsclient_test
+
+import (
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/srvlab/rds-csi/rdsclient"
+	"github.com/srvlab/rds-csi/rdsclient/rdstest"
+)
+
+// TestConcurrentMixedOperations runs 64 goroutines mixing every operation
+// over one Client, with a connection drop in the middle, and checks that
+// the final state on the fake is exactly what the goroutines intended.
+func TestConcurrentMixedOperations(t *testing.T) {
+	checkLeaks(t)
+	srv := newServer(t)
+	c := dial(t, srv, rdsclient.WithRetry(5, 20*time.Millisecond))
+	ctx := testCtx(t)
+
+	const workers = 64
+	var wg sync.WaitGroup
+	errs := make(chan error, workers*16)
+	fail := func(g int, step string, err error) { errs <- fmt.Errorf("worker %d %s: %w", g, step, err) }
+	for g := 0; g < workers; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			slot := fmt.Sprintf("pvc-mix-%02d", g)
+			s := spec(slot, int64(g+1)*mib)
+			if _, err := c.CreateDisk(ctx, s); err != nil {
+				fail(g, "create", err)
+				return
+			}
+			// A repeated create is ErrExists, or success when the drop hit
+			// it and the read-back found the identical disk.
+			if d, err := c.CreateDisk(ctx, s); !errors.Is(err, rdsclient.ErrExists) && (err != nil || d.Slot != slot) {
+				fail(g, "create again", fmt.Errorf("%+v, %v", d, err))
+			}
+			d, err := c.ResizeDisk(ctx, slot, int64(g+2)*mib)
+			if err != nil || d.SizeBytes != int64(g+2)*mib {
+				fail(g, "resize", fmt.Errorf("%+v: %w", d, err))
+			}
+			if _, err := c.Disks(ctx, "pvc-mix-"); err != nil {
+				fail(g, "list", err)
+			}
+			if _, err := c.DiskStats(ctx, slot); err != nil {
+				fail(g, "stats", err)
+			}
+			if _, err := c.Capacity(ctx, pool); err != nil {
+				fail(g, "capacity", err)
+			}
+			if _, err := c.Files(ctx, "storage-pool/k8s"); err != nil {
+				fail(g, "files", err)
+			}
+			if err := c.Ping(ctx); err != nil {
+				fail(g, "ping", err)
+			}
+			snap := rdsclient.DiskSpec{Slot: fmt.Sprintf("snap-mix-%02d", g), FilePath: fmt.Sprintf("/storage-pool/k8s/snap-mix-%02d.img", g)}
+			if _, err := c.CopyDisk(ctx, slot, snap); err != nil {
+				fail(g, "copy", err)
+			}
+			// Odd workers delete their volume, even ones their snapshot.
+			victim := snap.Slot
+			if g%2 == 1 {
+				victim = slot
+			}
+			if err := c.DeleteDisk(ctx, victim); err != nil {
+				fail(g, "delete", err)
+			}
+			if _, err := c.Disk(ctx, victim); !errors.Is(err, rdsclient.ErrNotFound) {
+				fail(g, "read deleted", err)
+			}
+		}()
+		if g == workers/2 {
+			srv.DropConnections()
+		}
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+
+	var want []string
+	for g := 0; g < workers; g++ {
+		if g%2 == 1 {
+			want = append(want, fmt.Sprintf("snap-mix-%02d", g))
+		} else {
+			want = append(want, fmt.Sprintf("pvc-mix-%02d", g))
+		}
+	}
+	sort.Strings(want)
+	var got []string
+	for _, prefix := range []string{"pvc-mix-", "snap-mix-"} {
+		disks, err := c.Disks(ctx, prefix)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, d := range disks {
+			got = append(got, d.Slot)
+		}
+	}
+	sort.Strings(got)
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("final disks:\n%v\nwant:\n%v", got, want)
+	}
+	// Exactly one backing file per remaining disk.
+	files, err := c.Files(ctx, "storage-pool/k8s/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(files) != len(want) {
+		t.Errorf("%d files for %d disks: %+v", len(files), len(want), files)
+	}
+}
+
+func TestMaxSessionsBound(t *testing.T) {
+	srv := newServer(t)
+	c := dial(t, srv, rdsclient.WithMaxSessions(2))
+	ctx := testCtx(t)
+	remove := srv.Inject(rdstest.Latency(`^/system identity`, 500*time.Millisecond))
+	defer remove()
+	var wg sync.WaitGroup
+	for i := 0; i < 6; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := c.Ping(ctx); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	// While two slow commands run, the other four wait client-side and
+	// have not reached the fake.
+	deadline := time.Now().Add(2 * time.Second)
+	for countCommands(srv, "/system identity") < 2 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if n := countCommands(srv, "/system identity"); n != 2 {
+		t.Errorf("%d commands in flight with WithMaxSessions(2)", n)
+	}
+	wg.Wait()
+	if n := countCommands(srv, "/system identity"); n != 6 {
+		t.Errorf("%d commands run, want 6", n)
+	}
+}

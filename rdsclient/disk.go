@@ -1,0 +1,314 @@
+package rdsclient
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/srvlab/rds-csi/internal/routeros"
+)
+
+// CreateDisk creates a file-backed disk and returns it as read back. When
+// the slot already exists it fails with an error wrapping ErrExists; the
+// caller decides whether the existing disk is the one it wanted. If the
+// connection drops after the command was sent, the disk is read back: a
+// disk matching spec means success, no disk means the command did not
+// run and it is sent once more.
+func (c *Client) CreateDisk(ctx context.Context, spec DiskSpec) (Disk, error) {
+	args, size, err := diskAddArgs(spec, false)
+	if err != nil {
+		return Disk{}, err
+	}
+	if err := c.enter("disk add"); err != nil {
+		return Disk{}, err
+	}
+	defer c.leave()
+	return c.addDisk(ctx, "/disk add type=file "+args, spec, size)
+}
+
+// CopyDisk creates a copy-on-write copy of the disk sourceSlot as
+// described by spec (SizeBytes 0 keeps the source size; a smaller size
+// than the source's is ErrInvalid). It fails with ErrNotFound when the
+// source does not exist and ErrExists when spec.Slot does.
+func (c *Client) CopyDisk(ctx context.Context, sourceSlot string, spec DiskSpec) (Disk, error) {
+	src, err := quoteSlot("source slot", sourceSlot)
+	if err != nil {
+		return Disk{}, err
+	}
+	args, size, err := diskAddArgs(spec, true)
+	if err != nil {
+		return Disk{}, err
+	}
+	if err := c.enter("disk add"); err != nil {
+		return Disk{}, err
+	}
+	defer c.leave()
+	source, err := c.disk(ctx, sourceSlot)
+	if err != nil {
+		return Disk{}, err
+	}
+	if size != 0 && size < source.SizeBytes {
+		return Disk{}, invalidf("copy size %d is smaller than source %q (%d bytes)", size, sourceSlot, source.SizeBytes)
+	}
+	if size == 0 {
+		size = source.SizeBytes
+	}
+	line := "/disk add type=file copy-from=[find slot=" + src + "] " + args
+	return c.addDisk(ctx, line, spec, size)
+}
+
+// addDisk sends a /disk add and reads the disk back. An add whose outcome
+// is unknown is resolved by the read-back and repeated at most once, only
+// when the disk is known to be absent.
+func (c *Client) addDisk(ctx context.Context, line string, spec DiskSpec, size int64) (Disk, error) {
+	for try := 0; ; try++ {
+		_, err := c.run(ctx, "disk add", line, true)
+		if err == nil {
+			break
+		}
+		if !outcomeUnknown(err) {
+			return Disk{}, err
+		}
+		d, rerr := c.disk(ctx, spec.Slot)
+		switch {
+		case rerr == nil && matches(d, spec, size):
+			return d, nil
+		case rerr == nil:
+			return Disk{}, fmt.Errorf("%w: slot %q holds a different disk after an interrupted add", ErrExists, spec.Slot)
+		case !errors.Is(rerr, ErrNotFound):
+			return Disk{}, rerr
+		case try > 0:
+			return Disk{}, err
+		}
+		c.log.DebugContext(ctx, "rdsclient: interrupted add did not happen, sending it again", "slot", spec.Slot)
+	}
+	d, err := c.disk(ctx, spec.Slot)
+	if errors.Is(err, ErrNotFound) {
+		return Disk{}, unexpectedf("disk %q not found after it was added", spec.Slot)
+	}
+	return d, err
+}
+
+// Disk returns the disk with this slot, or an error wrapping ErrNotFound.
+func (c *Client) Disk(ctx context.Context, slot string) (Disk, error) {
+	if _, err := quoteSlot("slot", slot); err != nil {
+		return Disk{}, err
+	}
+	if err := c.enter("disk print"); err != nil {
+		return Disk{}, err
+	}
+	defer c.leave()
+	return c.disk(ctx, slot)
+}
+
+// disk reads one disk; slot must be valid.
+func (c *Client) disk(ctx context.Context, slot string) (Disk, error) {
+	q, err := quoteSlot("slot", slot)
+	if err != nil {
+		return Disk{}, err
+	}
+	line := "/disk print detail where slot=" + q
+	out, err := c.run(ctx, "disk print", line, false)
+	if err != nil {
+		return Disk{}, err
+	}
+	entries, err := routeros.ParseDetail(out)
+	if err != nil {
+		return Disk{}, unexpectedf("%s: %w", line, err)
+	}
+	for _, e := range entries {
+		if s, _ := e.Get("slot"); s == slot {
+			return parseDisk(e)
+		}
+	}
+	return Disk{}, &CommandError{Command: line, Stdout: out, Class: ErrNotFound}
+}
+
+// Disks lists the disks whose slot starts with slotPrefix, which must
+// itself be a valid slot (e.g. "pvc-").
+func (c *Client) Disks(ctx context.Context, slotPrefix string) ([]Disk, error) {
+	if err := routeros.ValidSlot(slotPrefix); err != nil {
+		return nil, invalidf("slot prefix: %w", err)
+	}
+	q, err := routeros.Quote("^" + slotPrefix)
+	if err != nil {
+		return nil, invalidf("slot prefix: %w", err)
+	}
+	if err := c.enter("disk print"); err != nil {
+		return nil, err
+	}
+	defer c.leave()
+	line := "/disk print detail where slot~" + q
+	out, err := c.run(ctx, "disk print", line, false)
+	if err != nil {
+		return nil, err
+	}
+	entries, err := routeros.ParseDetail(out)
+	if err != nil {
+		return nil, unexpectedf("%s: %w", line, err)
+	}
+	disks := make([]Disk, 0, len(entries))
+	for _, e := range entries {
+		// The regexp already anchors the prefix; checking again keeps a
+		// misbehaving filter from handing out foreign disks.
+		if s, _ := e.Get("slot"); !strings.HasPrefix(s, slotPrefix) {
+			continue
+		}
+		d, err := parseDisk(e)
+		if err != nil {
+			return nil, err
+		}
+		disks = append(disks, d)
+	}
+	return disks, nil
+}
+
+// ResizeDisk grows a file disk to sizeBytes (rounded up to a MiB) and
+// returns it as read back. Asking for less than the current size is
+// ErrInvalid and sends nothing; asking for the current size is a no-op.
+func (c *Client) ResizeDisk(ctx context.Context, slot string, sizeBytes int64) (Disk, error) {
+	q, err := quoteSlot("slot", slot)
+	if err != nil {
+		return Disk{}, err
+	}
+	sizeStr, size, err := sizeArg(sizeBytes)
+	if err != nil {
+		return Disk{}, err
+	}
+	if err := c.enter("disk set"); err != nil {
+		return Disk{}, err
+	}
+	defer c.leave()
+	cur, err := c.disk(ctx, slot)
+	if err != nil {
+		return Disk{}, err
+	}
+	if cur.Type != "file" {
+		return Disk{}, invalidf("disk %q is of type %q, only file disks can be resized", slot, cur.Type)
+	}
+	switch {
+	case size < cur.SizeBytes:
+		return Disk{}, invalidf("disk %q has %d bytes, shrinking to %d is not supported", slot, cur.SizeBytes, size)
+	case size == cur.SizeBytes:
+		return cur, nil
+	}
+	line := "/disk set [find slot=" + q + "] file-size=" + sizeStr
+	for try := 0; ; try++ {
+		_, err := c.run(ctx, "disk set", line, true)
+		if err != nil && !outcomeUnknown(err) {
+			return Disk{}, err
+		}
+		d, rerr := c.disk(ctx, slot)
+		switch {
+		case rerr != nil:
+			return Disk{}, rerr
+		case d.SizeBytes >= size:
+			return d, nil
+		case err == nil:
+			return Disk{}, unexpectedf("disk %q has %d bytes after resize to %d", slot, d.SizeBytes, size)
+		case try > 0:
+			return Disk{}, err
+		}
+	}
+}
+
+// DeleteDisk removes a file disk and then its backing file. A disk that
+// does not exist is not an error. Disks that are not file-backed are
+// refused with ErrInvalid so that drives and partitions are never removed.
+// An orphan backing file without a disk is removed with RemoveFile.
+func (c *Client) DeleteDisk(ctx context.Context, slot string) error {
+	q, err := quoteSlot("slot", slot)
+	if err != nil {
+		return err
+	}
+	if err := c.enter("disk remove"); err != nil {
+		return err
+	}
+	defer c.leave()
+	d, err := c.disk(ctx, slot)
+	if errors.Is(err, ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if d.Type != "file" {
+		return invalidf("disk %q is of type %q, only file disks are removed", slot, d.Type)
+	}
+	var file string
+	if d.FilePath != "" {
+		if file, err = fileName(d.FilePath); err != nil {
+			// Checked before removing anything, so nothing is half done.
+			return unexpectedf("disk %q has a file path that cannot be used safely: %w", slot, err)
+		}
+	}
+	line := "/disk remove [find slot=" + q + "]"
+	for try := 0; ; try++ {
+		_, err := c.run(ctx, "disk remove", line, true)
+		if err == nil || errors.Is(err, ErrNotFound) {
+			break
+		}
+		if !outcomeUnknown(err) {
+			return err
+		}
+		_, rerr := c.disk(ctx, slot)
+		if errors.Is(rerr, ErrNotFound) {
+			break
+		}
+		if rerr != nil {
+			return rerr
+		}
+		if try > 0 {
+			return err
+		}
+	}
+	if file == "" {
+		return nil
+	}
+	return c.removeFile(ctx, file)
+}
+
+// parseDisk converts one /disk entry.
+func parseDisk(e routeros.Entry) (Disk, error) {
+	var d Disk
+	var ok bool
+	if d.Slot, ok = e.Get("slot"); !ok || d.Slot == "" {
+		return Disk{}, unexpectedf("disk entry %d has no slot", e.Index)
+	}
+	d.Type, _ = e.Get("type")
+	size, ok := e.Get("size")
+	if !ok {
+		return Disk{}, unexpectedf("disk %q has no size", d.Slot)
+	}
+	n, err := routeros.ParseNumber(size)
+	if err != nil {
+		return Disk{}, unexpectedf("disk %q size: %w", d.Slot, err)
+	}
+	d.SizeBytes = n
+	if fp, _ := e.Get("file-path"); fp != "" && fp != "-" {
+		d.FilePath = fp
+	}
+	if d.Type == "file" && d.FilePath == "" {
+		return Disk{}, unexpectedf("file disk %q has no file-path", d.Slot)
+	}
+	if v, ok := e.Get("nvme-tcp-export"); ok {
+		export, err := routeros.ParseBool(v)
+		if err != nil {
+			return Disk{}, unexpectedf("disk %q nvme-tcp-export: %w", d.Slot, err)
+		}
+		if export {
+			ps, _ := e.Get("nvme-tcp-server-port")
+			port, err := routeros.ParseNumber(ps)
+			if err != nil || port < 1 || port > 65535 {
+				return Disk{}, unexpectedf("disk %q nvme-tcp-server-port %q", d.Slot, ps)
+			}
+			nqn, _ := e.Get("nvme-tcp-server-nqn")
+			if nqn == "" {
+				return Disk{}, unexpectedf("exported disk %q has no nvme-tcp-server-nqn", d.Slot)
+			}
+			d.Export = &NVMeExport{Port: int(port), NQN: nqn}
+		}
+	}
+	return d, nil
+}

@@ -1,0 +1,34 @@
+// Package rdsclient manages file-backed NVMe/TCP disks on a MikroTik ROSE
+// Data Server (RDS) through the RouterOS command line over SSH.
+//
+// A Client keeps one SSH connection and runs every RouterOS command in its
+// own exec session on it, at most WithMaxSessions at a time. A connection
+// that drops is re-dialled by one goroutine while concurrent callers wait
+// for it, so callers never manage connections themselves.
+//
+// Safety rules the Client enforces:
+//
+//   - Every value that reaches the console (slot, path, NQN, port, pool,
+//     prefix) is validated against a strict pattern first; anything else is
+//     rejected with ErrInvalid and nothing is sent.
+//   - Every call obeys its context. A command that hangs is abandoned when
+//     the context ends: its session is closed and, if it does not end
+//     promptly, the connection is treated as broken. Calls whose context has
+//     no deadline get the WithCommandTimeout default per command.
+//   - Only transient transport faults are retried, with bounded, jittered
+//     exponential backoff, and only for reads or for mutations that were
+//     never sent. A mutation whose outcome is unknown (the connection
+//     dropped after it was sent) is resolved by reading the state back,
+//     never by repeating it blindly.
+//   - Sizes are bytes in the API and are rounded up to a whole MiB
+//     (RoundUpSize) before they are sent.
+//
+// Errors wrap exactly one of the sentinels of this package (ErrNotFound,
+// ErrExists, ...), so callers test them with errors.Is; failures reported by
+// RouterOS are *CommandError values carrying the command and its output.
+// Errors caused by the caller's context also wrap ctx.Err(), so
+// errors.Is(err, context.DeadlineExceeded) holds for a timed-out call; they
+// wrap ErrUnavailable as their class.
+//
+// The rdstest subpackage provides a fake RDS for tests.
+package rdsclient

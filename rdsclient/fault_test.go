@@ -1,0 +1,544 @@
+package rdsclient_test
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"errors"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+	"golang.org/x/crypto/ssh/knownhosts"
+
+	"github.com/srvlab/rds-csi/rdsclient"
+	"github.com/srvlab/rds-csi/rdsclient/rdstest"
+)
+
+func TestHungCommandObeysContext(t *testing.T) {
+	checkLeaks(t)
+	srv := newServer(t)
+	obs := newObserver()
+	c := dial(t, srv, rdsclient.WithObserver(obs))
+	baseline := len(rdstestGoroutines())
+
+	remove := srv.Inject(rdstest.Hang(`^/disk print`))
+	const timeout = 200 * time.Millisecond
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	start := time.Now()
+	_, err := c.Disk(ctx, "pvc-hang")
+	elapsed := time.Since(start)
+	if !errors.Is(err, context.DeadlineExceeded) || !errors.Is(err, rdsclient.ErrUnavailable) {
+		t.Fatalf("Disk on a hung command = %v, want DeadlineExceeded and ErrUnavailable", err)
+	}
+	// The fake ends a hung command as soon as its session is closed, so
+	// the call returns right at the deadline; the margin is for slow CI.
+	if elapsed > timeout+time.Second {
+		t.Errorf("hung call returned after %v, deadline was %v", elapsed, timeout)
+	}
+
+	// A caller that cancels (no deadline) is released too.
+	ctx2, cancel2 := context.WithCancel(context.Background())
+	time.AfterFunc(100*time.Millisecond, cancel2)
+	if _, err := c.Disks(ctx2, "pvc-"); !errors.Is(err, context.Canceled) {
+		t.Errorf("cancelled Disks = %v, want context.Canceled", err)
+	}
+
+	// The hung sessions were closed: the fake's handlers for them end,
+	// the connection stays up and is reused (no re-dial).
+	deadline := time.Now().Add(3 * time.Second)
+	for len(rdstestGoroutines()) > baseline && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := len(rdstestGoroutines()); n > baseline {
+		t.Errorf("%d fake goroutines still running after the hung sessions were abandoned (baseline %d)", n, baseline)
+	}
+	remove()
+	if err := c.Ping(testCtx(t)); err != nil {
+		t.Fatalf("Ping after hang: %v", err)
+	}
+	if n := obs.reconnectCount("ok") + obs.reconnectCount("error"); n != 0 {
+		t.Errorf("%d re-dials: a closed session must not cost the connection", n)
+	}
+	if n := obs.commandCount("disk print timeout"); n != 1 {
+		t.Errorf("observer saw %d disk print timeouts, want 1 (%v)", n, obs.commands)
+	}
+}
+
+func rdstestGoroutines() []string {
+	var out []string
+	for _, g := range leakedGoroutines() {
+		if strings.Contains(g, "rdstest.(*Server).serveSession") {
+			out = append(out, g)
+		}
+	}
+	return out
+}
+
+func TestCommandTimeoutDefault(t *testing.T) {
+	srv := newServer(t)
+	c := dial(t, srv, rdsclient.WithCommandTimeout(150*time.Millisecond))
+	srv.Inject(rdstest.Hang(`^/system identity`))
+	start := time.Now()
+	err := c.Ping(context.Background())
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Ping = %v, want DeadlineExceeded from the default command timeout", err)
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Errorf("Ping took %v", d)
+	}
+}
+
+func TestTransparentReconnect(t *testing.T) {
+	checkLeaks(t)
+	srv := newServer(t)
+	obs := newObserver()
+	c := dial(t, srv, rdsclient.WithObserver(obs))
+	ctx := testCtx(t)
+	if _, err := c.CreateDisk(ctx, spec("pvc-rc", gib)); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 3; i++ {
+		srv.DropConnections()
+		if _, err := c.Disk(ctx, "pvc-rc"); err != nil {
+			t.Fatalf("Disk after drop %d: %v", i, err)
+		}
+	}
+	if n := obs.reconnectCount("ok"); n != 3 {
+		t.Errorf("reconnects ok = %d, want 3", n)
+	}
+	states := obs.stateLog()
+	if len(states) != 7 || !states[0] || !states[6] {
+		t.Errorf("connection states = %v, want up and 3x down/up", states)
+	}
+}
+
+func TestConcurrentCallersShareOneRedial(t *testing.T) {
+	srv := newServer(t)
+	obs := newObserver()
+	c := dial(t, srv, rdsclient.WithObserver(obs), rdsclient.WithMaxSessions(16))
+	ctx := testCtx(t)
+	srv.DropConnections()
+	var wg sync.WaitGroup
+	errs := make(chan error, 32)
+	for i := 0; i < 32; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs <- c.Ping(ctx)
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Errorf("Ping: %v", err)
+		}
+	}
+	// One drop may be seen a little late by a caller, but 32 callers
+	// must not cause 32 dials.
+	if n := obs.reconnectCount("ok"); n < 1 || n > 2 {
+		t.Errorf("%d re-dials for one drop", n)
+	}
+}
+
+func TestRefusedThenRecovers(t *testing.T) {
+	checkLeaks(t)
+	srv := newServer(t)
+	obs := newObserver()
+	c := dial(t, srv, rdsclient.WithObserver(obs), rdsclient.WithRetry(8, 40*time.Millisecond))
+	ctx := testCtx(t)
+
+	srv.RefuseConnections(true)
+	srv.DropConnections()
+	time.AfterFunc(150*time.Millisecond, func() { srv.RefuseConnections(false) })
+	start := time.Now()
+	if err := c.Ping(ctx); err != nil {
+		t.Fatalf("Ping did not recover within the retry budget: %v", err)
+	}
+	if time.Since(start) < 100*time.Millisecond {
+		t.Errorf("Ping succeeded before connections were allowed again")
+	}
+	if obs.reconnectCount("error") < 1 || obs.reconnectCount("ok") != 1 {
+		t.Errorf("reconnects = %v", obs.reconnects)
+	}
+}
+
+func TestRetryBudgetIsBounded(t *testing.T) {
+	srv := newServer(t)
+	obs := newObserver()
+	c := dial(t, srv, rdsclient.WithObserver(obs), rdsclient.WithRetry(3, 10*time.Millisecond))
+	srv.RefuseConnections(true)
+	srv.DropConnections()
+	// Wait until the client has seen the drop, so that every attempt
+	// is a dial.
+	deadline := time.Now().Add(3 * time.Second)
+	for len(obs.stateLog()) < 2 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	err := c.Ping(testCtx(t))
+	if !errors.Is(err, rdsclient.ErrUnavailable) {
+		t.Fatalf("Ping while refused = %v, want ErrUnavailable", err)
+	}
+	if n := obs.reconnectCount("error"); n != 3 {
+		t.Errorf("%d failed re-dials, want exactly 3 (the attempt budget); last error: %v", n, err)
+	}
+	// Permanent failures are not retried at all.
+	srv.RefuseConnections(false)
+	srv.Inject(rdstest.FailAlways(`^/system identity`, "bad command name identity (line 1 column 9)"))
+	srv.ResetCommands()
+	if err := c.Ping(testCtx(t)); !errors.Is(err, rdsclient.ErrInvalid) {
+		t.Fatalf("Ping = %v, want ErrInvalid", err)
+	}
+	if n := countCommands(srv, "/system identity"); n != 1 {
+		t.Errorf("a command failure was sent %d times", n)
+	}
+}
+
+func TestReadRetriedAfterDrop(t *testing.T) {
+	srv := newServer(t)
+	c := dial(t, srv)
+	ctx := testCtx(t)
+	if _, err := c.CreateDisk(ctx, spec("pvc-rd", gib)); err != nil {
+		t.Fatal(err)
+	}
+	srv.Inject(rdstest.DropAfterRun(`^/disk print`, 1))
+	srv.ResetCommands()
+	d, err := c.Disk(ctx, "pvc-rd")
+	if err != nil || d.Slot != "pvc-rd" {
+		t.Fatalf("Disk = %+v, %v", d, err)
+	}
+	if n := countCommands(srv, "/disk print"); n != 2 {
+		t.Errorf("read sent %d times, want 2 (reads are repeated)", n)
+	}
+}
+
+func TestUnknownOutcomeAddResolvedByReadBack(t *testing.T) {
+	checkLeaks(t)
+	srv := newServer(t)
+	c := dial(t, srv)
+	ctx := testCtx(t)
+	s := spec("pvc-unknown", gib)
+	// The add runs, then the connection drops before the answer.
+	srv.Inject(rdstest.DropAfterRun(`^/disk add`, 1))
+	d, err := c.CreateDisk(ctx, s)
+	if err != nil {
+		t.Fatalf("CreateDisk with dropped answer: %v", err)
+	}
+	if d.Slot != s.Slot || d.SizeBytes != gib {
+		t.Errorf("disk = %+v", d)
+	}
+	if n := countCommands(srv, "/disk add"); n != 1 {
+		t.Errorf("/disk add sent %d times; an add that happened must not be repeated", n)
+	}
+}
+
+func TestUnknownOutcomeAddRetriedWhenAbsent(t *testing.T) {
+	srv := newServer(t)
+	c := dial(t, srv)
+	ctx := testCtx(t)
+	s := spec("pvc-lost", gib)
+	// The add is abandoned by the fake before it runs because the
+	// connection goes away while the command waits.
+	removeLatency := srv.Inject(rdstest.Latency(`^/disk add`, 300*time.Millisecond))
+	go func() {
+		time.Sleep(100 * time.Millisecond)
+		removeLatency()
+		srv.DropConnections()
+	}()
+	d, err := c.CreateDisk(ctx, s)
+	if err != nil {
+		t.Fatalf("CreateDisk: %v", err)
+	}
+	if d.Slot != s.Slot {
+		t.Errorf("disk = %+v", d)
+	}
+	cmds := srv.Commands()
+	var adds, readsBetween int
+	for _, cmd := range cmds {
+		switch {
+		case strings.HasPrefix(cmd, "/disk add"):
+			adds++
+		case adds == 1 && strings.HasPrefix(cmd, "/disk print"):
+			readsBetween++
+		}
+	}
+	if adds != 2 || readsBetween == 0 {
+		t.Errorf("commands %q: want add, read-back, add", cmds)
+	}
+}
+
+func TestUnknownOutcomeOtherMutations(t *testing.T) {
+	srv := newServer(t)
+	c := dial(t, srv)
+	ctx := testCtx(t)
+	if _, err := c.CreateDisk(ctx, spec("pvc-mut", gib)); err != nil {
+		t.Fatal(err)
+	}
+	srv.Inject(rdstest.DropAfterRun(`^/disk set`, 1))
+	d, err := c.ResizeDisk(ctx, "pvc-mut", 2*gib)
+	if err != nil || d.SizeBytes != 2*gib {
+		t.Fatalf("ResizeDisk = %+v, %v", d, err)
+	}
+	srv.Inject(rdstest.DropAfterRun(`^/disk remove`, 1))
+	srv.Inject(rdstest.DropAfterRun(`^/file remove`, 1))
+	if err := c.DeleteDisk(ctx, "pvc-mut"); err != nil {
+		t.Fatalf("DeleteDisk: %v", err)
+	}
+	if n := countCommands(srv, "/disk set"); n != 1 {
+		t.Errorf("/disk set sent %d times", n)
+	}
+	if n := countCommands(srv, "/disk remove"); n != 1 {
+		t.Errorf("/disk remove sent %d times", n)
+	}
+	if n := countCommands(srv, "/file remove"); n != 1 {
+		t.Errorf("/file remove sent %d times", n)
+	}
+	if _, err := srv.DiskFile("pvc-mut"); err == nil {
+		t.Errorf("disk still known to the fake")
+	}
+}
+
+func TestHostKeyPolicy(t *testing.T) {
+	checkLeaks(t)
+	srv := newServer(t)
+	ctx := testCtx(t)
+
+	t.Run("missing callback", func(t *testing.T) {
+		cfg := srv.ClientConfig()
+		cfg.HostKeyCallback = nil
+		_, err := rdsclient.Dial(ctx, srv.Addr(), cfg)
+		if !errors.Is(err, rdsclient.ErrInvalid) {
+			t.Fatalf("Dial without HostKeyCallback = %v, want ErrInvalid", err)
+		}
+	})
+	t.Run("wrong key", func(t *testing.T) {
+		srv.ResetCommands()
+		other := newKey(t).PublicKey()
+		cfg := srv.ClientConfig()
+		var mu sync.Mutex
+		calls := 0
+		pinned := rdsclient.FixedHostKey(other)
+		cfg.HostKeyCallback = func(host string, remote net.Addr, key ssh.PublicKey) error {
+			mu.Lock()
+			calls++
+			mu.Unlock()
+			return pinned(host, remote, key)
+		}
+		_, err := rdsclient.Dial(ctx, srv.Addr(), cfg, rdsclient.WithRetry(5, time.Millisecond))
+		if err == nil || !errors.Is(err, rdsclient.ErrUnavailable) || !strings.Contains(err.Error(), "host key") {
+			t.Fatalf("Dial with a wrong host key = %v", err)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if calls != 1 {
+			t.Errorf("host key checked %d times: a refused host key must not be retried", calls)
+		}
+		if cmds := srv.Commands(); len(cmds) != 0 {
+			t.Errorf("commands sent: %q", cmds)
+		}
+	})
+	t.Run("from line", func(t *testing.T) {
+		line := string(ssh.MarshalAuthorizedKey(srv.HostKey()))
+		for _, l := range []string{line, strings.TrimSpace(line) + " rds@lab", "rds.lab,10.0.0.1 " + line} {
+			cb, err := rdsclient.HostKeyFromLine(l)
+			if err != nil {
+				t.Fatalf("HostKeyFromLine(%q): %v", l, err)
+			}
+			cfg := srv.ClientConfig()
+			cfg.HostKeyCallback = cb
+			c, err := rdsclient.Dial(ctx, srv.Addr(), cfg)
+			if err != nil {
+				t.Fatalf("Dial with key from %q: %v", l, err)
+			}
+			c.Close()
+		}
+		wrong := string(ssh.MarshalAuthorizedKey(newKey(t).PublicKey()))
+		cb, err := rdsclient.HostKeyFromLine(wrong)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg := srv.ClientConfig()
+		cfg.HostKeyCallback = cb
+		if _, err := rdsclient.Dial(ctx, srv.Addr(), cfg); err == nil {
+			t.Errorf("Dial accepted a host key other than the pinned one")
+		}
+		for _, bad := range []string{"", "ssh-ed25519", "ssh-ed25519 !!!notbase64", "garbage"} {
+			if _, err := rdsclient.HostKeyFromLine(bad); !errors.Is(err, rdsclient.ErrInvalid) {
+				t.Errorf("HostKeyFromLine(%q) = %v, want ErrInvalid", bad, err)
+			}
+		}
+	})
+	t.Run("known hosts", func(t *testing.T) {
+		dir := t.TempDir()
+		good := filepath.Join(dir, "good")
+		bad := filepath.Join(dir, "bad")
+		host := knownhosts.Normalize(srv.Addr())
+		writeFile(t, good, knownhosts.Line([]string{host}, srv.HostKey())+"\n")
+		writeFile(t, bad, knownhosts.Line([]string{host}, newKey(t).PublicKey())+"\n")
+		for _, tc := range []struct {
+			file string
+			ok   bool
+		}{{good, true}, {bad, false}} {
+			cb, err := rdsclient.KnownHosts(tc.file)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cfg := srv.ClientConfig()
+			cfg.HostKeyCallback = cb
+			c, err := rdsclient.Dial(ctx, srv.Addr(), cfg, rdsclient.WithRetry(1, 0))
+			if (err == nil) != tc.ok {
+				t.Errorf("Dial with %s: %v", filepath.Base(tc.file), err)
+			}
+			if c != nil {
+				c.Close()
+			}
+		}
+		if _, err := rdsclient.KnownHosts(filepath.Join(dir, "missing")); err == nil {
+			t.Errorf("KnownHosts of a missing file succeeded")
+		}
+	})
+}
+
+func TestClientAuthRefused(t *testing.T) {
+	checkLeaks(t)
+	srv := newServer(t)
+	ctx := testCtx(t)
+
+	cfg := srv.ClientConfig()
+	cfg.Auth = []ssh.AuthMethod{ssh.PublicKeys(newKey(t))}
+	if _, err := rdsclient.Dial(ctx, srv.Addr(), cfg); err == nil || !errors.Is(err, rdsclient.ErrUnavailable) {
+		t.Errorf("Dial with an unknown client key = %v", err)
+	}
+
+	// The key becomes known: it works.
+	key := newKey(t)
+	srv.AuthorizeKey(key.PublicKey())
+	cfg.Auth = []ssh.AuthMethod{ssh.PublicKeys(key)}
+	c, err := rdsclient.Dial(ctx, srv.Addr(), cfg)
+	if err != nil {
+		t.Fatalf("Dial with an authorised key: %v", err)
+	}
+	c.Close()
+
+	srv.RejectAuth(true)
+	defer srv.RejectAuth(false)
+	if _, err := rdsclient.Dial(ctx, srv.Addr(), srv.ClientConfig()); err == nil {
+		t.Errorf("Dial succeeded while the server rejects authentication")
+	}
+	if cmds := srv.Commands(); len(cmds) != 0 {
+		t.Errorf("commands sent: %q", cmds)
+	}
+}
+
+func TestDialHonoursContextAndTimeout(t *testing.T) {
+	// A listener that accepts and never speaks SSH.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var conns sync.WaitGroup
+	conns.Add(1)
+	go func() {
+		defer conns.Done()
+		var held []net.Conn
+		defer func() {
+			for _, c := range held {
+				c.Close()
+			}
+		}()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			held = append(held, c)
+		}
+	}()
+	defer conns.Wait()
+	defer ln.Close()
+
+	srv := newServer(t)
+	cfg := srv.ClientConfig()
+	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	_, err = rdsclient.Dial(ctx, ln.Addr().String(), cfg)
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Dial to a silent server = %v, want DeadlineExceeded", err)
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Errorf("Dial took %v with a 150ms context", d)
+	}
+
+	cfg.DialTimeout = 100 * time.Millisecond
+	start = time.Now()
+	_, err = rdsclient.Dial(context.Background(), ln.Addr().String(), cfg, rdsclient.WithRetry(2, 10*time.Millisecond))
+	if !errors.Is(err, rdsclient.ErrUnavailable) {
+		t.Errorf("Dial with DialTimeout = %v, want ErrUnavailable", err)
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Errorf("Dial took %v with 2 x 100ms DialTimeout", d)
+	}
+}
+
+func TestCloseWaitsAndRefuses(t *testing.T) {
+	checkLeaks(t)
+	srv := newServer(t)
+	c := dial(t, srv)
+	srv.Inject(rdstest.Hang(`^/disk print`))
+	done := make(chan error, 1)
+	go func() {
+		_, err := c.Disk(context.Background(), "pvc-x")
+		done <- err
+	}()
+	// Let the command reach the fake.
+	deadline := time.Now().Add(3 * time.Second)
+	for countCommands(srv, "/disk print") == 0 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if !errors.Is(err, rdsclient.ErrClosed) {
+			t.Errorf("in-flight call after Close = %v, want ErrClosed", err)
+		}
+	default:
+		t.Fatalf("Close returned before the in-flight call")
+	}
+	if err := c.Ping(context.Background()); !errors.Is(err, rdsclient.ErrClosed) {
+		t.Errorf("Ping after Close = %v", err)
+	}
+	if err := c.Close(); err != nil {
+		t.Errorf("second Close = %v", err)
+	}
+}
+
+func newKey(t *testing.T) ssh.Signer {
+	t.Helper()
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := ssh.NewSignerFromKey(priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func writeFile(t *testing.T, name, content string) {
+	t.Helper()
+	if err := os.WriteFile(name, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
