@@ -2,6 +2,7 @@ package attach
 
 import (
 	"errors"
+	"strconv"
 	"time"
 )
 
@@ -15,6 +16,17 @@ const (
 	// live migration (RWX raw block, KubeVirt).
 	Migratable
 )
+
+// String returns "exclusive", "migratable" or "Mode(n)".
+func (m Mode) String() string {
+	switch m {
+	case Exclusive:
+		return "exclusive"
+	case Migratable:
+		return "migratable"
+	}
+	return "Mode(" + strconv.Itoa(int(m)) + ")"
+}
 
 // DefaultMigrationTimeout applies when a Request sets none.
 const DefaultMigrationTimeout = 5 * time.Minute
@@ -68,8 +80,12 @@ var (
 	// ErrMigrationTimedOut: the running migration passed its timeout; no
 	// node may join until one side detaches.
 	ErrMigrationTimedOut = errors.New("attach: migration timed out")
-	// ErrInvalid: an empty ID, an unknown mode or a negative timeout.
+	// ErrInvalid: an empty or over-long ID, an unknown mode, a negative
+	// timeout, or an Attachment that contradicts itself.
 	ErrInvalid = errors.New("attach: invalid argument")
 	// ErrClosed: the Manager or Store was closed.
 	ErrClosed = errors.New("attach: closed")
+	// ErrLocked: the FileStore's file is held by another process or by
+	// another FileStore in this process.
+	ErrLocked = errors.New("attach: store file locked by another owner")
 )

@@ -47,14 +47,35 @@ type Noop struct{}
 
 var _ Recorder = Noop{}
 
-func (Noop) RPC(context.Context, string, string, time.Duration)            {}
-func (Noop) RDSCommand(context.Context, string, string, time.Duration)     {}
-func (Noop) RDSConnectionState(context.Context, string, bool)              {}
-func (Noop) RDSReconnect(context.Context, string)                          {}
-func (Noop) NVMeConnect(context.Context, string, time.Duration)            {}
-func (Noop) NVMeDisconnect(context.Context, string, time.Duration)         {}
+// RPC does nothing.
+func (Noop) RPC(context.Context, string, string, time.Duration) {}
+
+// RDSCommand does nothing.
+func (Noop) RDSCommand(context.Context, string, string, time.Duration) {}
+
+// RDSConnectionState does nothing.
+func (Noop) RDSConnectionState(context.Context, string, bool) {}
+
+// RDSReconnect does nothing.
+func (Noop) RDSReconnect(context.Context, string) {}
+
+// NVMeConnect does nothing.
+func (Noop) NVMeConnect(context.Context, string, time.Duration) {}
+
+// NVMeDisconnect does nothing.
+func (Noop) NVMeDisconnect(context.Context, string, time.Duration) {}
+
+// MountOperation does nothing.
 func (Noop) MountOperation(context.Context, string, string, time.Duration) {}
-func (Noop) StaleMount(context.Context)                                    {}
-func (Noop) AttachmentConflict(context.Context)                            {}
-func (Noop) Migration(context.Context, string)                             {}
-func (Noop) Reconcile(context.Context, string, int)                        {}
+
+// StaleMount does nothing.
+func (Noop) StaleMount(context.Context) {}
+
+// AttachmentConflict does nothing.
+func (Noop) AttachmentConflict(context.Context) {}
+
+// Migration does nothing.
+func (Noop) Migration(context.Context, string) {}
+
+// Reconcile does nothing.
+func (Noop) Reconcile(context.Context, string, int) {}
