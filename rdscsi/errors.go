@@ -36,6 +36,16 @@ var (
 	// ErrNotConnected is returned by a Connector when an NQN has no device
 	// on this node.
 	ErrNotConnected = errors.New("rdscsi: nvme target not connected")
+	// ErrDeviceNotReady: a block device on the node could not be read or
+	// probed reliably, or does not show its new size yet; retry later.
+	ErrDeviceNotReady = errors.New("rdscsi: device not ready")
+	// ErrUnavailable: a dependency (the RDS, the node lookup) cannot be
+	// reached now; the call may be retried.
+	ErrUnavailable = errors.New("rdscsi: unavailable")
+	// ErrResourceExhausted: the request cannot be served with the
+	// resources at hand (for example no requisite topology reaches the
+	// RDS).
+	ErrResourceExhausted = errors.New("rdscsi: resource exhausted")
 )
 
 // errorf wraps class with a formatted message: errorf(ErrInvalidArgument,
@@ -61,6 +71,9 @@ var codeTable = []struct {
 	{ErrOutOfRange, codes.OutOfRange},
 	{ErrUnimplemented, codes.Unimplemented},
 	{ErrNotConnected, codes.FailedPrecondition},
+	{ErrDeviceNotReady, codes.Unavailable},
+	{ErrUnavailable, codes.Unavailable},
+	{ErrResourceExhausted, codes.ResourceExhausted},
 
 	{rdsclient.ErrInvalid, codes.InvalidArgument},
 	{rdsclient.ErrNotFound, codes.NotFound},

@@ -18,6 +18,10 @@ type Disks interface {
 	CopyDisk(ctx context.Context, sourceSlot string, spec rdsclient.DiskSpec) (rdsclient.Disk, error)
 	Capacity(ctx context.Context, pool string) (rdsclient.Capacity, error)
 	Files(ctx context.Context, dirPrefix string) ([]rdsclient.File, error)
+	// RemoveFile removes a file; a missing file is not an error. The
+	// controller uses it to finish a deletion whose disk is gone but
+	// whose backing file was left behind.
+	RemoveFile(ctx context.Context, path string) error
 	Ping(ctx context.Context) error
 }
 

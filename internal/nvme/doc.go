@@ -1,0 +1,13 @@
+// Package nvme attaches NVMe/TCP subsystems to this host with nvme-cli and
+// finds their block devices through sysfs.
+//
+// The kernel is the only source of truth: a namespace device is looked up
+// by subsystem NQN in sysfs on every call and never remembered, because
+// controller numbers (nvme3n1) change across reconnects. Connect is
+// idempotent (an attached subsystem is not connected twice), and Disconnect
+// refuses any NQN without the configured prefix, so a host's own NVMe-oF
+// boot volume is never touched.
+//
+// Commands run through an injectable Runner and sysfs is read below a
+// configurable root, so the package is tested against a fake sysfs tree.
+package nvme

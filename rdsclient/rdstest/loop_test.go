@@ -1,0 +1,205 @@
+package rdstest_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	osexec "os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/srvlab/rds-csi/rdsclient"
+	"github.com/srvlab/rds-csi/rdsclient/rdstest"
+	"github.com/srvlab/rds-csi/rdscsi"
+)
+
+func loopTestRequire(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("loop devices need root")
+	}
+	if _, err := os.Stat("/dev/loop-control"); err != nil {
+		t.Skip("loop devices need /dev/loop-control")
+	}
+	if _, err := osexec.LookPath("losetup"); err != nil {
+		t.Fatal("losetup is missing (util-linux)")
+	}
+}
+
+// loopTestSetup starts a fake with one exported disk and a connector.
+func loopTestSetup(t *testing.T) (*rdstest.Server, *rdsclient.Client, *rdstest.LoopConnector, string) {
+	t.Helper()
+	loopTestRequire(t)
+	srv, err := rdstest.NewServer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = srv.Close() })
+	client, err := rdsclient.Dial(context.Background(), srv.Addr(), srv.ClientConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = client.Close() })
+	conn := rdstest.NewLoopConnector(srv)
+	t.Cleanup(func() {
+		if err := conn.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	})
+	id := rdscsi.VolumeIDForName(t.Name())
+	if _, err := client.CreateDisk(context.Background(), rdsclient.DiskSpec{
+		Slot: id, FilePath: "/" + rdstest.DefaultPool + "/k8s/" + id + ".img", SizeBytes: 8 << 20,
+		Export: &rdsclient.NVMeExport{NQN: rdscsi.NQN(id)},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return srv, client, conn, id
+}
+
+func loopTestSize(t *testing.T, dev string) int64 {
+	t.Helper()
+	out, err := osexec.Command("blockdev", "--getsize64", dev).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n int64
+	for _, c := range strings.TrimSpace(string(out)) {
+		n = n*10 + int64(c-'0')
+	}
+	return n
+}
+
+func TestLoopConnector(t *testing.T) {
+	srv, client, conn, id := loopTestSetup(t)
+	ctx := context.Background()
+	nqn := rdscsi.NQN(id)
+	target := rdscsi.Target{Address: "127.0.0.1", Port: 4420, NQN: nqn}
+
+	if _, err := conn.Device(ctx, nqn); !errors.Is(err, rdscsi.ErrNotConnected) {
+		t.Fatalf("Device before Connect: %v", err)
+	}
+	dev, err := conn.Connect(ctx, target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := conn.Connect(ctx, target)
+	if err != nil || again != dev {
+		t.Fatalf("second Connect = %q, %v; want %q", again, err, dev)
+	}
+	got, err := conn.Device(ctx, nqn)
+	if err != nil || got != dev {
+		t.Fatalf("Device = %q, %v; want %q", got, err, dev)
+	}
+	// The device is the fake's backing file.
+	file, err := srv.BackingFile(nqn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(filepath.Join("/sys/class/block", filepath.Base(dev), "loop", "backing_file"))
+	if err != nil || strings.TrimSpace(string(b)) != file {
+		t.Fatalf("%s backs %q (%v), want %s", dev, b, err, file)
+	}
+
+	// Growth on the RDS shows after Rescan.
+	if size := loopTestSize(t, dev); size != 8<<20 {
+		t.Fatalf("size %d", size)
+	}
+	if _, err := client.ResizeDisk(ctx, id, 24<<20); err != nil {
+		t.Fatal(err)
+	}
+	if err := conn.Rescan(ctx, nqn); err != nil {
+		t.Fatal(err)
+	}
+	if size := loopTestSize(t, dev); size != 24<<20 {
+		t.Fatalf("size after rescan %d", size)
+	}
+
+	// Detached behind the connector's back: Device resolves afresh.
+	if out, err := osexec.Command("losetup", "-d", dev).CombinedOutput(); err != nil {
+		t.Fatalf("losetup -d: %v %s", err, out)
+	}
+	if _, err := conn.Device(ctx, nqn); !errors.Is(err, rdscsi.ErrNotConnected) {
+		t.Fatalf("Device after an outside detach: %v", err)
+	}
+	if _, err := conn.Connect(ctx, target); err != nil {
+		t.Fatal(err)
+	}
+	if err := conn.Disconnect(ctx, nqn); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Device(ctx, nqn); !errors.Is(err, rdscsi.ErrNotConnected) {
+		t.Fatalf("Device after Disconnect: %v", err)
+	}
+	if err := conn.Disconnect(ctx, nqn); err != nil {
+		t.Fatalf("second Disconnect: %v", err)
+	}
+}
+
+func TestLoopConnectorRefusesForeignNQN(t *testing.T) {
+	srv, _, conn, _ := loopTestSetup(t)
+	ctx := context.Background()
+	const boot = "nqn.2014-08.org.nvmexpress:boot"
+	srv.AddForeignDisk(rdstest.ForeignDisk{Slot: "boot", Type: "file", FilePath: "/" + rdstest.DefaultPool + "/boot.img", SizeBytes: 4 << 20, NQN: boot})
+	if _, err := conn.Connect(ctx, rdscsi.Target{Address: "127.0.0.1", Port: 4420, NQN: boot}); !errors.Is(err, rdscsi.ErrInvalidArgument) {
+		t.Fatalf("Connect(boot) = %v", err)
+	}
+	if err := conn.Disconnect(ctx, boot); !errors.Is(err, rdscsi.ErrInvalidArgument) {
+		t.Fatalf("Disconnect(boot) = %v", err)
+	}
+	if _, err := conn.Connect(ctx, rdscsi.Target{Address: "127.0.0.1", Port: 4420, NQN: rdscsi.NQN("pvc-missing")}); err == nil {
+		t.Fatal("Connect of a disk the fake does not export succeeded")
+	}
+}
+
+func TestLoopConnectorCloseDetachesDeletedDisks(t *testing.T) {
+	srv, client, conn, id := loopTestSetup(t)
+	ctx := context.Background()
+	nqn := rdscsi.NQN(id)
+	dev, err := conn.Connect(ctx, rdscsi.Target{Address: "127.0.0.1", Port: 4420, NQN: nqn})
+	if err != nil {
+		t.Fatal(err)
+	}
+	file, err := srv.BackingFile(nqn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The disk and its file are removed on the RDS while attached.
+	if err := client.DeleteDisk(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(file); err != nil && !errors.Is(err, os.ErrNotExist) {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(file); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("backing file still there: %v", err)
+	}
+	if err := conn.Close(); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(filepath.Join("/sys/class/block", filepath.Base(dev), "loop", "backing_file"))
+	if err == nil && strings.Contains(string(b), file) {
+		t.Fatalf("%s still attached to %s after Close", dev, b)
+	}
+}
+
+// A LoopConnector lets a NodeServer stage the fake's disks as loop
+// devices (root and /dev/loop-control needed; not run as a test).
+func ExampleNewLoopConnector() {
+	srv, err := rdstest.NewServer()
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer srv.Close()
+	conn := rdstest.NewLoopConnector(srv)
+	defer conn.Close() // detaches every loop device it attached
+
+	ns, err := rdscsi.NewNodeServer("node-1", conn, rdscsi.WithStateDir(os.TempDir()+"/rds-csi-node"))
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	_ = ns // register on a grpc.Server, or call its methods directly
+}

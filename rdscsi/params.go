@@ -1,0 +1,275 @@
+package rdscsi
+
+import (
+	"net"
+	"path"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// StorageClass parameter keys. They are also the volume context keys the
+// node reads, so a PV carries everything needed to connect it.
+const (
+	ParamVolumePath       = "volumePath"
+	ParamNVMeAddress      = "nvmeAddress"
+	ParamNVMePort         = "nvmePort"
+	ParamCtrlLossTmo      = "ctrlLossTmo"
+	ParamReconnectDelay   = "reconnectDelay"
+	ParamKeepAliveTmo     = "keepAliveTmo"
+	ParamMigrationTimeout = "migrationTimeoutSeconds"
+	// ContextNQN is the volume and publish context key of the NQN.
+	ContextNQN = "nqn"
+)
+
+// DefaultNVMePort is the NVMe/TCP port used when a StorageClass sets none.
+const DefaultNVMePort = 4420
+
+// reservedPrefix marks the parameters a CO adds for itself (PVC and PV
+// names, provisioner secrets); they are accepted and ignored.
+const reservedPrefix = "csi.storage.k8s.io/"
+
+// volumeParams are the validated StorageClass parameters of a volume.
+type volumeParams struct {
+	volumePath string // absolute directory on a pool, e.g. /storage-pool/k8s
+	address    string
+	port       int
+	// Tunables passed through to the node; "" when not set.
+	ctrlLossTmo, reconnectDelay, keepAliveTmo string
+	migrationTimeout                          time.Duration
+}
+
+// pool is the pool (mount point) holding the volume directory.
+func (p volumeParams) pool() string { return poolOf(p.volumePath) }
+
+// poolOf returns the first component of an absolute path.
+func poolOf(p string) string {
+	p = strings.TrimPrefix(p, "/")
+	if i := strings.IndexByte(p, '/'); i >= 0 {
+		return p[:i]
+	}
+	return p
+}
+
+// parseVolumeParams validates StorageClass parameters, filling in the
+// controller defaults. Unknown keys are refused so that a typo in a
+// StorageClass fails loudly instead of being ignored.
+func (o *controllerOptions) parseVolumeParams(params map[string]string) (volumeParams, error) {
+	p := volumeParams{
+		volumePath: o.volumePath,
+		address:    o.nvmeAddress,
+		port:       o.nvmePort,
+	}
+	for k, v := range params {
+		if strings.HasPrefix(k, reservedPrefix) {
+			continue
+		}
+		var err error
+		switch k {
+		case ParamVolumePath:
+			p.volumePath, err = checkVolumePath(v)
+		case ParamNVMeAddress:
+			p.address, err = checkAddress(v)
+		case ParamNVMePort:
+			p.port, err = checkPort(v)
+		case ParamCtrlLossTmo:
+			p.ctrlLossTmo, err = checkSeconds(k, v, -1)
+		case ParamReconnectDelay:
+			p.reconnectDelay, err = checkSeconds(k, v, 1)
+		case ParamKeepAliveTmo:
+			p.keepAliveTmo, err = checkSeconds(k, v, 1)
+		case ParamMigrationTimeout:
+			p.migrationTimeout, err = checkMigrationTimeout(v)
+		default:
+			err = errorf(ErrInvalidArgument, "unknown parameter %q", clipInput(k))
+		}
+		if err != nil {
+			return volumeParams{}, err
+		}
+	}
+	if p.volumePath == "" {
+		return volumeParams{}, errorf(ErrInvalidArgument, "parameter %s is not set and the controller has no default", ParamVolumePath)
+	}
+	return p, nil
+}
+
+// requireAddress fails when no NVMe/TCP address is known: a volume
+// without one could never be connected.
+func (p volumeParams) requireAddress() error {
+	if p.address == "" {
+		return errorf(ErrInvalidArgument, "parameter %s is not set and the controller has no default", ParamNVMeAddress)
+	}
+	return nil
+}
+
+// volumeContext is what the node needs, stored with the PV.
+func (p volumeParams) volumeContext(nqn string, port int) map[string]string {
+	c := map[string]string{
+		ContextNQN:       nqn,
+		ParamNVMeAddress: p.address,
+		ParamNVMePort:    strconv.Itoa(port),
+		ParamVolumePath:  p.volumePath,
+	}
+	p.addTunables(c)
+	if p.migrationTimeout > 0 {
+		c[ParamMigrationTimeout] = strconv.FormatInt(int64(p.migrationTimeout/time.Second), 10)
+	}
+	return c
+}
+
+func (p volumeParams) addTunables(c map[string]string) {
+	for k, v := range map[string]string{
+		ParamCtrlLossTmo:    p.ctrlLossTmo,
+		ParamReconnectDelay: p.reconnectDelay,
+		ParamKeepAliveTmo:   p.keepAliveTmo,
+	} {
+		if v != "" {
+			c[k] = v
+		}
+	}
+}
+
+// parseVolumeContext reads back a volume context given to
+// ControllerPublishVolume. Unknown keys are ignored (a CO may add its
+// own); known ones are validated because they reach the node.
+func (o *controllerOptions) parseVolumeContext(vc map[string]string) (volumeParams, error) {
+	p := volumeParams{address: o.nvmeAddress, port: o.nvmePort, volumePath: o.volumePath}
+	var err error
+	for k, v := range vc {
+		switch k {
+		case ParamVolumePath:
+			p.volumePath, err = checkVolumePath(v)
+		case ParamNVMeAddress:
+			p.address, err = checkAddress(v)
+		case ParamNVMePort:
+			p.port, err = checkPort(v)
+		case ParamCtrlLossTmo:
+			p.ctrlLossTmo, err = checkSeconds(k, v, -1)
+		case ParamReconnectDelay:
+			p.reconnectDelay, err = checkSeconds(k, v, 1)
+		case ParamKeepAliveTmo:
+			p.keepAliveTmo, err = checkSeconds(k, v, 1)
+		case ParamMigrationTimeout:
+			p.migrationTimeout, err = checkMigrationTimeout(v)
+		}
+		if err != nil {
+			return volumeParams{}, err
+		}
+	}
+	return p, nil
+}
+
+// snapshotParams are the VolumeSnapshotClass parameters.
+type snapshotParams struct {
+	// volumePath is the directory of the snapshot's backing file; ""
+	// means the directory of the source volume.
+	volumePath string
+}
+
+func parseSnapshotParams(params map[string]string) (snapshotParams, error) {
+	var p snapshotParams
+	for k, v := range params {
+		if strings.HasPrefix(k, reservedPrefix) {
+			continue
+		}
+		var err error
+		switch k {
+		case ParamVolumePath:
+			p.volumePath, err = checkVolumePath(v)
+		default:
+			err = errorf(ErrInvalidArgument, "unknown snapshot parameter %q", clipInput(k))
+		}
+		if err != nil {
+			return snapshotParams{}, err
+		}
+	}
+	return p, nil
+}
+
+// checkVolumePath accepts an absolute directory below a pool mount point
+// made only of [A-Za-z0-9._-] components; "." and ".." are refused.
+func checkVolumePath(v string) (string, error) {
+	bad := func(why string) (string, error) {
+		return "", errorf(ErrInvalidArgument, "%s %q: %s", ParamVolumePath, clipInput(v), why)
+	}
+	if !strings.HasPrefix(v, "/") {
+		return bad("must be absolute")
+	}
+	v = strings.TrimRight(v, "/")
+	if len(v) > 200 {
+		return bad("too long")
+	}
+	parts := strings.Split(v[min(1, len(v)):], "/")
+	if len(parts) < 2 {
+		return bad("must be a directory below a pool, e.g. /storage-pool/k8s")
+	}
+	for _, c := range parts {
+		if c == "" || c == "." || c == ".." {
+			return bad("empty, . or .. component")
+		}
+		for i := 0; i < len(c); i++ {
+			b := c[i]
+			if !(b >= 'a' && b <= 'z' || b >= 'A' && b <= 'Z' || b >= '0' && b <= '9' || b == '.' || b == '_' || b == '-') {
+				return bad("only letters, digits, '.', '_' and '-' are allowed")
+			}
+		}
+	}
+	return path.Clean(v), nil
+}
+
+// checkAddress accepts an IP address or a DNS host name.
+func checkAddress(v string) (string, error) {
+	if ip := net.ParseIP(v); ip != nil {
+		return ip.String(), nil
+	}
+	ok := len(v) > 0 && len(v) <= 253
+	for _, label := range strings.Split(v, ".") {
+		if !ok {
+			break
+		}
+		ok = len(label) > 0 && len(label) <= 63 && label[0] != '-' && label[len(label)-1] != '-'
+		for i := 0; ok && i < len(label); i++ {
+			b := label[i]
+			ok = b >= 'a' && b <= 'z' || b >= 'A' && b <= 'Z' || b >= '0' && b <= '9' || b == '-'
+		}
+	}
+	if !ok {
+		return "", errorf(ErrInvalidArgument, "%s %q is not an IP address or host name", ParamNVMeAddress, clipInput(v))
+	}
+	return v, nil
+}
+
+func checkPort(v string) (int, error) {
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 || n > 65535 {
+		return 0, errorf(ErrInvalidArgument, "%s %q is not a port number", ParamNVMePort, clipInput(v))
+	}
+	return n, nil
+}
+
+// checkSeconds accepts a whole number of seconds >= minimum, returned in
+// canonical form.
+func checkSeconds(key, v string, minimum int) (string, error) {
+	n, err := strconv.Atoi(v)
+	if err != nil || n < minimum || n > 1<<20 {
+		return "", errorf(ErrInvalidArgument, "%s %q must be a whole number of seconds >= %d", key, clipInput(v), minimum)
+	}
+	return strconv.Itoa(n), nil
+}
+
+func checkMigrationTimeout(v string) (time.Duration, error) {
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n < 1 || n > 7*24*3600 {
+		return 0, errorf(ErrInvalidArgument, "%s %q must be a whole number of seconds between 1 and 604800", ParamMigrationTimeout, clipInput(v))
+	}
+	return time.Duration(n) * time.Second, nil
+}
+
+// clipInput shortens hostile input before it is echoed in an error.
+func clipInput(s string) string {
+	const max = 64
+	if len(s) <= max {
+		return s
+	}
+	return s[:max] + "..."
+}
