@@ -1,0 +1,241 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"os"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+)
+
+func envOf(kv ...string) func(string) string {
+	m := map[string]string{}
+	for i := 0; i+1 < len(kv); i += 2 {
+		m[kv[i]] = kv[i+1]
+	}
+	return func(k string) string { return m[k] }
+}
+
+func TestParseConfigFlagBeatsEnvironment(t *testing.T) {
+	c, err := parseConfig(
+		[]string{"--simulate", "--mode", "controller", "--node-id", "from-flag"},
+		envOf("RDS_CSI_MODE", "node", "RDS_CSI_NODE_ID", "from-env", "RDS_CSI_KNOWN_NODES", "a, b,,c",
+			"RDS_CSI_RDS_DIAL_TIMEOUT", "3s"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.mode != "controller" || c.nodeID != "from-flag" {
+		t.Errorf("mode %q node %q: the command line must win over the environment", c.mode, c.nodeID)
+	}
+	if c.rdsDialTimeout != 3*time.Second {
+		t.Errorf("rds-dial-timeout %v: the environment must fill unset flags", c.rdsDialTimeout)
+	}
+	if c.src("mode") != "--mode" || c.src("rds-dial-timeout") != "RDS_CSI_RDS_DIAL_TIMEOUT" {
+		t.Errorf("sources: %v", c.source)
+	}
+	got := c.knownNodeIDs()
+	for _, n := range []string{"from-flag", "a", "b", "c"} {
+		if !got[n] {
+			t.Errorf("known nodes %v lack %q", got, n)
+		}
+	}
+	if len(got) != 4 {
+		t.Errorf("known nodes %v: want exactly 4", got)
+	}
+}
+
+func TestParseConfigDefaults(t *testing.T) {
+	c, err := parseConfig([]string{"--simulate"}, envOf())
+	if err != nil {
+		t.Fatal(err)
+	}
+	host, _ := os.Hostname()
+	if c.endpoint != defaultEndpoint || c.mode != modeAll || c.nodeID != host || c.metricsAddress != "" ||
+		c.logFormat != "text" || c.logLevel != "info" || c.driverName != "rds.csi.srvlab.io" {
+		t.Errorf("unexpected defaults: %+v", c)
+	}
+}
+
+func TestParseConfigErrors(t *testing.T) {
+	cases := []struct {
+		name string
+		args []string
+		env  []string
+		want string
+	}{
+		{"unknown flag", []string{"--bogus"}, nil, "flag provided but not defined: -bogus"},
+		{"mode", []string{"--mode", "both"}, nil, `--mode: must be controller, node or all, got "both"`},
+		{"mode from env", nil, []string{"RDS_CSI_MODE", "both"}, `RDS_CSI_MODE: must be controller, node or all`},
+		{"duration from env", nil, []string{"RDS_CSI_RDS_DIAL_TIMEOUT", "soon"}, `invalid value "soon" for RDS_CSI_RDS_DIAL_TIMEOUT`},
+		{"log format", []string{"--simulate", "--log-format", "xml"}, nil, "--log-format: must be text or json"},
+		{"no address", []string{"--mode", "controller"}, nil, "--rds-address is required"},
+		{"no key", []string{"--rds-address", "h"}, nil, "--rds-key-file is required"},
+		{"no host key", []string{"--rds-address", "h", "--rds-key-file", "k"}, nil, "host key must be pinned"},
+		{"both host keys", []string{"--rds-address", "h", "--rds-key-file", "k", "--rds-host-key", "x", "--rds-known-hosts", "y"}, nil, "mutually exclusive"},
+		{"simulate-dir alone", []string{"--simulate-dir", "/tmp/x", "--mode", "node"}, nil, "--simulate-dir needs --simulate"},
+		{"relative volume path", []string{"--simulate", "--volume-path", "k8s"}, nil, "--volume-path: must be an absolute path"},
+		{"bad address", []string{"--rds-address", "a b", "--rds-key-file", "k", "--rds-host-key", "x"}, nil, "--rds-address: not a host[:port] address"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := parseConfig(tc.args, envOf(tc.env...))
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("got %v, want an error containing %q", err, tc.want)
+			}
+			if strings.Contains(err.Error(), "\n") {
+				t.Fatalf("error spans several lines: %q", err)
+			}
+		})
+	}
+}
+
+func TestParseConfigNodeNeedsNoRDS(t *testing.T) {
+	c, err := parseConfig([]string{"--mode", "node", "--node-id", "n1"}, envOf())
+	if err != nil {
+		t.Fatalf("a node-only plugin does not talk to the RDS: %v", err)
+	}
+	if c.hasController() || !c.hasNode() {
+		t.Fatalf("mode node: controller %v node %v", c.hasController(), c.hasNode())
+	}
+}
+
+func TestParseConfigHelp(t *testing.T) {
+	if _, err := parseConfig([]string{"--help"}, envOf()); !errors.Is(err, errHelp) {
+		t.Fatalf("--help: got %v, want errHelp", err)
+	}
+}
+
+func TestNormaliseAddress(t *testing.T) {
+	for in, want := range map[string]string{
+		"10.0.0.5":      "10.0.0.5:22",
+		"10.0.0.5:2222": "10.0.0.5:2222",
+		"rds.lan":       "rds.lan:22",
+		"[fd00::5]":     "[fd00::5]:22",
+		"fd00::5":       "[fd00::5]:22",
+		"[fd00::5]:22":  "[fd00::5]:22",
+	} {
+		got, err := normaliseAddress(in)
+		if err != nil || got != want {
+			t.Errorf("normaliseAddress(%q) = %q, %v; want %q", in, got, err, want)
+		}
+	}
+	c := &config{rdsAddress: "10.0.0.5:22"}
+	if got := c.defaultNVMeAddress(); got != "10.0.0.5" {
+		t.Errorf("default NVMe address %q, want the RDS host", got)
+	}
+}
+
+func TestChooseExporters(t *testing.T) {
+	cases := []struct {
+		name     string
+		env      []string
+		metrics  string
+		otlp     bool
+		protocol string
+		err      string
+	}{
+		{"nothing", nil, "", false, "", ""},
+		{"prometheus only", nil, ":9090", false, "", ""},
+		{"endpoint", []string{"OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"}, "", true, protoHTTP, ""},
+		{"metrics endpoint grpc", []string{"OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "http://c:4317", "OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"}, "", true, protoGRPC, ""},
+		{"signal protocol wins", []string{"OTEL_EXPORTER_OTLP_ENDPOINT", "x", "OTEL_EXPORTER_OTLP_PROTOCOL", "grpc", "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", "http/protobuf"}, "", true, protoHTTP, ""},
+		{"forced otlp", []string{"OTEL_METRICS_EXPORTER", "otlp"}, "", true, protoHTTP, ""},
+		{"none beats endpoint", []string{"OTEL_METRICS_EXPORTER", "none", "OTEL_EXPORTER_OTLP_ENDPOINT", "x"}, "", false, "", ""},
+		{"prometheus listed", []string{"OTEL_METRICS_EXPORTER", "prometheus,otlp"}, ":9090", true, protoHTTP, ""},
+		{"prometheus without address", []string{"OTEL_METRICS_EXPORTER", "prometheus"}, "", false, "", "--metrics-address is empty"},
+		{"unknown exporter", []string{"OTEL_METRICS_EXPORTER", "zipkin"}, "", false, "", `unsupported exporter "zipkin"`},
+		{"json protocol", []string{"OTEL_EXPORTER_OTLP_ENDPOINT", "x", "OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"}, "", false, "", `unsupported protocol "http/json"`},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			ch, err := chooseExporters(envOf(tc.env...), tc.metrics)
+			if tc.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.err) {
+					t.Fatalf("got %v, want error %q", err, tc.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ch.otlp != tc.otlp || ch.protocol != tc.protocol {
+				t.Fatalf("got %+v, want otlp %v protocol %q", ch, tc.otlp, tc.protocol)
+			}
+		})
+	}
+}
+
+// readme returns examples/README.md.
+func readme(t *testing.T) string {
+	t.Helper()
+	b, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// The flags table in examples/README.md lists every flag, with its
+// environment variable and default, and nothing else.
+func TestREADMEFlagsTable(t *testing.T) {
+	doc := readme(t)
+	row := regexp.MustCompile("(?m)^\\| `--([a-z-]+)` \\| `([A-Z_]+)` \\| ([^|]+) \\|")
+	documented := map[string][2]string{}
+	for _, m := range row.FindAllStringSubmatch(doc, -1) {
+		documented[m[1]] = [2]string{m[2], strings.TrimSpace(m[3])}
+	}
+	var c config
+	fs := newFlagSet(&c)
+	n := 0
+	fs.VisitAll(func(f *flag.Flag) {
+		n++
+		d, ok := documented[f.Name]
+		if !ok {
+			t.Errorf("--%s is not in the README flags table", f.Name)
+			return
+		}
+		if d[0] != envName(f.Name) {
+			t.Errorf("--%s: README says %s, want %s", f.Name, d[0], envName(f.Name))
+		}
+		want := "—"
+		if f.DefValue != "" && f.DefValue != "false" {
+			want = "`" + f.DefValue + "`"
+		}
+		if d[1] != want {
+			t.Errorf("--%s: README default %s, want %s", f.Name, d[1], want)
+		}
+	})
+	if len(documented) != n {
+		t.Errorf("README documents %d flags, the plugin has %d", len(documented), n)
+	}
+}
+
+// The embedding snippet in the README is the body of Example_embed, which
+// the compiler checks.
+func TestREADMEEmbedSnippet(t *testing.T) {
+	doc := readme(t)
+	_, after, ok := strings.Cut(doc, "## Embedding")
+	if !ok {
+		t.Fatal("README has no embedding section")
+	}
+	_, code, ok := strings.Cut(after, "```go\n")
+	if !ok {
+		t.Fatal("embedding section has no go code block")
+	}
+	code, _, _ = strings.Cut(code, "```")
+	src, err := os.ReadFile("example_test.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	have := map[string]bool{}
+	for l := range strings.SplitSeq(string(src), "\n") {
+		have[strings.TrimSpace(l)] = true
+	}
+	for l := range strings.SplitSeq(code, "\n") {
+		if l = strings.TrimSpace(l); l != "" && !have[l] {
+			t.Errorf("README line not in Example_embed: %s", l)
+		}
+	}
+}

@@ -1,0 +1,268 @@
+package main
+
+import (
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/container-storage-interface/spec/lib/go/csi"
+	colmetricspb "go.opentelemetry.io/proto/otlp/collector/metrics/v1"
+	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
+)
+
+// otlpActiveGauge is the OTLP name of the gauge Prometheus shows as
+// rds_csi_nvme_connections_active: OTLP carries the raw instrument name;
+// the Prometheus exporter turns dots into underscores.
+const otlpActiveGauge = "rds_csi.nvme.connections.active"
+
+// otlpSink collects the export requests an OTLP receiver gets.
+type otlpSink struct {
+	colmetricspb.UnimplementedMetricsServiceServer
+
+	mu   sync.Mutex
+	reqs []*colmetricspb.ExportMetricsServiceRequest
+	grew chan struct{}
+}
+
+func newOTLPSink() *otlpSink { return &otlpSink{grew: make(chan struct{})} }
+
+func (s *otlpSink) add(req *colmetricspb.ExportMetricsServiceRequest) {
+	s.mu.Lock()
+	s.reqs = append(s.reqs, req)
+	close(s.grew)
+	s.grew = make(chan struct{})
+	s.mu.Unlock()
+}
+
+// Export implements the OTLP/gRPC metrics service.
+func (s *otlpSink) Export(_ context.Context, req *colmetricspb.ExportMetricsServiceRequest) (*colmetricspb.ExportMetricsServiceResponse, error) {
+	s.add(proto.Clone(req).(*colmetricspb.ExportMetricsServiceRequest))
+	return &colmetricspb.ExportMetricsServiceResponse{}, nil
+}
+
+// ServeHTTP implements OTLP/HTTP with protobuf bodies.
+func (s *otlpSink) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost || r.URL.Path != "/v1/metrics" {
+		http.Error(w, "not an OTLP metrics export", http.StatusNotFound)
+		return
+	}
+	body, err := io.ReadAll(r.Body)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	var req colmetricspb.ExportMetricsServiceRequest
+	if err := proto.Unmarshal(body, &req); err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	s.add(&req)
+	out, _ := proto.Marshal(&colmetricspb.ExportMetricsServiceResponse{})
+	w.Header().Set("Content-Type", "application/x-protobuf")
+	w.Write(out)
+}
+
+// gaugePoint is the latest value of an int gauge and its resource.
+type gaugePoint struct {
+	value    int64
+	resource map[string]string
+}
+
+// latest returns the last exported point of the named int gauge.
+func (s *otlpSink) latest(name string) (gaugePoint, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i := len(s.reqs) - 1; i >= 0; i-- {
+		for _, rm := range s.reqs[i].GetResourceMetrics() {
+			for _, sm := range rm.GetScopeMetrics() {
+				for _, m := range sm.GetMetrics() {
+					if m.GetName() != name || m.GetGauge() == nil {
+						continue
+					}
+					dps := m.GetGauge().GetDataPoints()
+					if len(dps) == 0 {
+						continue
+					}
+					return gaugePoint{
+						value:    dps[len(dps)-1].GetAsInt(),
+						resource: attrMap(rm.GetResource().GetAttributes()),
+					}, true
+				}
+			}
+		}
+	}
+	return gaugePoint{}, false
+}
+
+func attrMap(kvs []*commonpb.KeyValue) map[string]string {
+	m := map[string]string{}
+	for _, kv := range kvs {
+		m[kv.GetKey()] = kv.GetValue().GetStringValue()
+	}
+	return m
+}
+
+// waitGauge waits until the named gauge's latest exported value is want.
+func (s *otlpSink) waitGauge(t *testing.T, name string, want int64, timeout time.Duration) gaugePoint {
+	t.Helper()
+	deadline := time.After(timeout)
+	for {
+		s.mu.Lock()
+		grew := s.grew
+		s.mu.Unlock()
+		if p, ok := s.latest(name); ok && p.value == want {
+			return p
+		}
+		select {
+		case <-grew:
+		case <-deadline:
+			p, ok := s.latest(name)
+			t.Fatalf("no OTLP export of %s = %d within %v (latest: %+v, found %v)", name, want, timeout, p, ok)
+		}
+	}
+}
+
+// The plugin pushes its metrics over OTLP (gRPC and HTTP) when the
+// standard OpenTelemetry variables ask for it, with the resource
+// attributes a collector needs.
+func TestOTLPExport(t *testing.T) {
+	want := versionOf(t)
+	for _, protocol := range []string{protoGRPC, protoHTTP} {
+		t.Run(protocol, func(t *testing.T) {
+			sink := newOTLPSink()
+			var endpoint string
+			if protocol == protoGRPC {
+				l, err := net.Listen("tcp", "127.0.0.1:0")
+				if err != nil {
+					t.Fatal(err)
+				}
+				gs := grpc.NewServer()
+				colmetricspb.RegisterMetricsServiceServer(gs, sink)
+				go gs.Serve(l)
+				t.Cleanup(gs.Stop)
+				endpoint = "http://" + l.Addr().String()
+			} else {
+				hs := httptest.NewServer(sink)
+				t.Cleanup(hs.Close)
+				endpoint = hs.URL
+			}
+
+			dir := t.TempDir()
+			s := startServing(t, []string{
+				"OTEL_EXPORTER_OTLP_ENDPOINT=" + endpoint,
+				"OTEL_EXPORTER_OTLP_PROTOCOL=" + protocol,
+				"OTEL_METRIC_EXPORT_INTERVAL=200",
+				"OTEL_RESOURCE_ATTRIBUTES=deployment.environment.name=otlp-test",
+			}, "--simulate", "--mode", "controller", "--node-id", "n1", "--log-format", "json",
+				"--endpoint", "unix://"+filepath.Join(dir, "csi.sock"))
+
+			sink.waitGauge(t, otlpActiveGauge, 0, 15*time.Second)
+			ctrl := csi.NewControllerClient(s.conn)
+			vol := createVolume(t, ctrl, "otlp-"+filepath.Base(protocol))
+			if _, err := publish(t, ctrl, vol, "n1"); err != nil {
+				t.Fatalf("ControllerPublishVolume: %v", err)
+			}
+			p := sink.waitGauge(t, otlpActiveGauge, 1, 15*time.Second)
+			for k, v := range map[string]string{
+				"service.name":                serviceName,
+				"service.version":             want,
+				"deployment.environment.name": "otlp-test",
+				"telemetry.sdk.language":      "go",
+			} {
+				if p.resource[k] != v {
+					t.Errorf("resource attribute %s = %q, want %q (all: %v)", k, p.resource[k], v, p.resource)
+				}
+			}
+
+			s.signal(syscall.SIGTERM)
+			if code := s.wait(10 * time.Second); code != 0 {
+				t.Fatalf("exit code after SIGTERM = %d, want 0", code)
+			}
+		})
+	}
+}
+
+// counterValue sums the exported points of an int counter whose
+// attributes include attrs, over the last request that has it.
+func (s *otlpSink) counterValue(name string, attrs map[string]string) (int64, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i := len(s.reqs) - 1; i >= 0; i-- {
+		for _, rm := range s.reqs[i].GetResourceMetrics() {
+			for _, sm := range rm.GetScopeMetrics() {
+				for _, m := range sm.GetMetrics() {
+					if m.GetName() != name || m.GetSum() == nil {
+						continue
+					}
+					var total int64
+					found := false
+				points:
+					for _, dp := range m.GetSum().GetDataPoints() {
+						got := attrMap(dp.GetAttributes())
+						for k, v := range attrs {
+							if got[k] != v {
+								continue points
+							}
+						}
+						total += dp.GetAsInt()
+						found = true
+					}
+					if found {
+						return total, true
+					}
+				}
+			}
+		}
+	}
+	return 0, false
+}
+
+// With an export interval far beyond the test, only the flush at shutdown
+// can deliver the metrics: SIGTERM must flush them.
+func TestOTLPFlushOnShutdown(t *testing.T) {
+	sink := newOTLPSink()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gs := grpc.NewServer()
+	colmetricspb.RegisterMetricsServiceServer(gs, sink)
+	go gs.Serve(l)
+	t.Cleanup(gs.Stop)
+
+	dir := t.TempDir()
+	s := startServing(t, []string{
+		"OTEL_EXPORTER_OTLP_METRICS_ENDPOINT=http://" + l.Addr().String(),
+		"OTEL_EXPORTER_OTLP_METRICS_PROTOCOL=grpc",
+		"OTEL_METRIC_EXPORT_INTERVAL=600000",
+	}, "--simulate", "--mode", "controller", "--node-id", "n1", "--log-format", "json",
+		"--endpoint", "unix://"+filepath.Join(dir, "csi.sock"))
+	ctrl := csi.NewControllerClient(s.conn)
+	vol := createVolume(t, ctrl, "flush")
+	if _, err := publish(t, ctrl, vol, "n1"); err != nil {
+		t.Fatalf("ControllerPublishVolume: %v", err)
+	}
+	if _, ok := sink.latest(otlpActiveGauge); ok {
+		t.Fatal("an export arrived before shutdown; the interval was not applied")
+	}
+	s.signal(syscall.SIGTERM)
+	if code := s.wait(10 * time.Second); code != 0 {
+		t.Fatalf("exit code after SIGTERM = %d, want 0", code)
+	}
+	if p, ok := sink.latest(otlpActiveGauge); !ok || p.value != 1 {
+		t.Fatalf("final export: %s = %+v (found %v), want 1", otlpActiveGauge, p, ok)
+	}
+	n, ok := sink.counterValue("rds_csi.volume.operations", map[string]string{"operation": "CreateVolume", "status": "OK"})
+	if !ok || n != 1 {
+		t.Fatalf("final export: CreateVolume OK count = %d (found %v), want 1", n, ok)
+	}
+}

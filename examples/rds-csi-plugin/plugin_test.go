@@ -1,0 +1,646 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/container-storage-interface/spec/lib/go/csi"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+	"golang.org/x/crypto/ssh"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+)
+
+// pluginBin is the rds-csi-plugin binary built once by TestMain (with the
+// race detector when the tests run with it).
+var pluginBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "rds-csi-plugin-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	pluginBin = filepath.Join(dir, "rds-csi-plugin")
+	args := []string{"build", "-o", pluginBin}
+	if raceEnabled {
+		args = append(args, "-race")
+	}
+	build := exec.Command("go", append(args, ".")...)
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "building rds-csi-plugin:", err)
+		os.RemoveAll(dir)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// proc is one running plugin process.
+type proc struct {
+	t    *testing.T
+	cmd  *exec.Cmd
+	done chan struct{} // closed once the process has exited
+	err  error         // cmd.Wait's result, set before done closes
+
+	mu    sync.Mutex
+	lines []string
+	grew  chan struct{} // closed and replaced whenever a line arrives
+}
+
+// testEnv is the inherited environment without anything that configures
+// the plugin or OpenTelemetry, plus extra.
+func testEnv(extra ...string) []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if strings.HasPrefix(kv, envPrefix) || strings.HasPrefix(kv, "OTEL_") {
+			continue
+		}
+		env = append(env, kv)
+	}
+	return append(env, extra...)
+}
+
+// startPlugin starts the binary; the process is killed at the end of the
+// test if it is still running.
+func startPlugin(t *testing.T, env []string, args ...string) *proc {
+	t.Helper()
+	p := &proc{t: t, done: make(chan struct{}), grew: make(chan struct{})}
+	p.cmd = exec.Command(pluginBin, args...)
+	p.cmd.Env = testEnv(env...)
+	stderr, err := p.cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		for sc.Scan() {
+			p.mu.Lock()
+			p.lines = append(p.lines, sc.Text())
+			close(p.grew)
+			p.grew = make(chan struct{})
+			p.mu.Unlock()
+		}
+		p.err = p.cmd.Wait()
+		close(p.done)
+	}()
+	t.Cleanup(func() {
+		select {
+		case <-p.done:
+		default:
+			p.cmd.Process.Kill()
+			<-p.done
+		}
+		if t.Failed() {
+			t.Logf("plugin stderr:\n%s", p.stderr())
+		}
+	})
+	return p
+}
+
+func (p *proc) stderr() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return strings.Join(p.lines, "\n")
+}
+
+// waitLog waits for a JSON log record with message msg and returns it.
+func (p *proc) waitLog(msg string, timeout time.Duration) map[string]any {
+	p.t.Helper()
+	deadline := time.After(timeout)
+	seen := 0
+	for {
+		p.mu.Lock()
+		lines, grew := p.lines[seen:], p.grew
+		seen = len(p.lines)
+		p.mu.Unlock()
+		for _, l := range lines {
+			var rec map[string]any
+			if json.Unmarshal([]byte(l), &rec) == nil && rec["msg"] == msg {
+				return rec
+			}
+		}
+		select {
+		case <-grew:
+		case <-p.done:
+			p.t.Fatalf("plugin exited (%v) before logging %q", p.err, msg)
+		case <-deadline:
+			p.t.Fatalf("no %q log within %v", msg, timeout)
+		}
+	}
+}
+
+// wait waits for the process to exit and returns its exit code.
+func (p *proc) wait(timeout time.Duration) int {
+	p.t.Helper()
+	select {
+	case <-p.done:
+	case <-time.After(timeout):
+		p.t.Fatalf("plugin still running after %v", timeout)
+	}
+	var ee *exec.ExitError
+	if errors.As(p.err, &ee) {
+		return ee.ExitCode()
+	}
+	if p.err != nil {
+		p.t.Fatalf("wait: %v", p.err)
+	}
+	return 0
+}
+
+func (p *proc) signal(sig os.Signal) {
+	p.t.Helper()
+	if err := p.cmd.Process.Signal(sig); err != nil {
+		p.t.Fatal(err)
+	}
+}
+
+// serving is a started plugin: its gRPC connection and metrics URL.
+type serving struct {
+	*proc
+	conn       *grpc.ClientConn
+	metricsURL string
+}
+
+// startServing starts the plugin and waits until it serves.
+func startServing(t *testing.T, env []string, args ...string) *serving {
+	t.Helper()
+	p := startPlugin(t, env, args...)
+	rec := p.waitLog("rds-csi-plugin: serving", 60*time.Second)
+	s := &serving{proc: p}
+	if addr, _ := rec["metrics_address"].(string); addr != "" {
+		s.metricsURL = "http://" + addr + "/metrics"
+	}
+	endpoint := ""
+	for i, a := range args {
+		if a == "--endpoint" {
+			endpoint = args[i+1]
+		}
+	}
+	conn, err := grpc.NewClient(endpoint, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	s.conn = conn
+	return s
+}
+
+func rpcCtx(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// scrapeGauge reads one gauge without labels of ours from /metrics.
+func scrapeGauge(t *testing.T, url, name string) float64 {
+	t.Helper()
+	families := scrapeAll(t, url)
+	mf, ok := families[name]
+	if !ok {
+		t.Fatalf("/metrics has no %s", name)
+	}
+	if mf.GetType() != dto.MetricType_GAUGE || len(mf.GetMetric()) != 1 {
+		t.Fatalf("%s: want one gauge series, got %v", name, mf)
+	}
+	return mf.GetMetric()[0].GetGauge().GetValue()
+}
+
+// scrapeAll fetches and parses /metrics.
+func scrapeAll(t *testing.T, url string) map[string]*dto.MetricFamily {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %s", url, resp.Status)
+	}
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := p.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		t.Fatalf("parse /metrics: %v", err)
+	}
+	return families
+}
+
+// checkMetricsDocumented: every rds_csi_* family the plugin exposes is in
+// the README metrics table.
+func checkMetricsDocumented(t *testing.T, url string) {
+	t.Helper()
+	doc := readme(t)
+	n := 0
+	for name := range scrapeAll(t, url) {
+		if !strings.HasPrefix(name, "rds_csi_") {
+			continue
+		}
+		n++
+		if !strings.Contains(doc, "| `"+name+"` |") {
+			t.Errorf("metric %s is not in the README metrics table", name)
+		}
+	}
+	if n < 5 {
+		t.Errorf("only %d rds_csi_* metrics exposed after a lifecycle", n)
+	}
+}
+
+func mountCapability() *csi.VolumeCapability {
+	return &csi.VolumeCapability{
+		AccessType: &csi.VolumeCapability_Mount{Mount: &csi.VolumeCapability_MountVolume{FsType: "ext4"}},
+		AccessMode: &csi.VolumeCapability_AccessMode{Mode: csi.VolumeCapability_AccessMode_SINGLE_NODE_WRITER},
+	}
+}
+
+func createVolume(t *testing.T, ctrl csi.ControllerClient, name string) *csi.Volume {
+	t.Helper()
+	resp, err := ctrl.CreateVolume(rpcCtx(t), &csi.CreateVolumeRequest{
+		Name:               name,
+		CapacityRange:      &csi.CapacityRange{RequiredBytes: 32 << 20},
+		VolumeCapabilities: []*csi.VolumeCapability{mountCapability()},
+	})
+	if err != nil {
+		t.Fatalf("CreateVolume %s: %v", name, err)
+	}
+	return resp.GetVolume()
+}
+
+func publish(t *testing.T, ctrl csi.ControllerClient, vol *csi.Volume, node string) (map[string]string, error) {
+	t.Helper()
+	resp, err := ctrl.ControllerPublishVolume(rpcCtx(t), &csi.ControllerPublishVolumeRequest{
+		VolumeId:         vol.GetVolumeId(),
+		NodeId:           node,
+		VolumeCapability: mountCapability(),
+		VolumeContext:    vol.GetVolumeContext(),
+	})
+	return resp.GetPublishContext(), err
+}
+
+// loopAvailable reports whether simulated node staging can work here.
+func loopAvailable() (bool, string) {
+	if os.Geteuid() != 0 {
+		return false, "not root"
+	}
+	if _, err := os.Stat("/dev/loop-control"); err != nil {
+		return false, "no loop devices: " + err.Error()
+	}
+	if _, err := exec.LookPath("mkfs.ext4"); err != nil {
+		return false, "no mkfs.ext4"
+	}
+	return true, ""
+}
+
+const activeGauge = "rds_csi_nvme_connections_active"
+
+// A whole lifecycle in simulation, then a SIGKILL and a restart on the same
+// state file: the first scrape of the new process already shows the
+// attachments.
+func TestLifecycleAndRestart(t *testing.T) {
+	dir := t.TempDir()
+	args := []string{
+		"--simulate", "--simulate-dir", filepath.Join(dir, "sim"),
+		"--mode", "all",
+		"--endpoint", "unix://" + filepath.Join(dir, "csi.sock"),
+		"--metrics-address", "127.0.0.1:0",
+		"--state-file", filepath.Join(dir, "state", "attachments.json"),
+		"--node-id", "node-a",
+		"--known-nodes", "node-b, node-c",
+		"--log-format", "json",
+	}
+	s := startServing(t, nil, args...)
+	ctrl := csi.NewControllerClient(s.conn)
+
+	if got := scrapeGauge(t, s.metricsURL, activeGauge); got != 0 {
+		t.Fatalf("%s before any publish = %v, want 0", activeGauge, got)
+	}
+	v1 := createVolume(t, ctrl, "lifecycle-one")
+	v2 := createVolume(t, ctrl, "lifecycle-two")
+	pc1, err := publish(t, ctrl, v1, "node-a")
+	if err != nil {
+		t.Fatalf("publish to the plugin's own node: %v", err)
+	}
+	if _, err := publish(t, ctrl, v2, "node-b"); err != nil {
+		t.Fatalf("publish to a --known-nodes node: %v", err)
+	}
+	if _, err := publish(t, ctrl, v2, "node-z"); status.Code(err) != codes.NotFound {
+		t.Fatalf("publish to an unknown node: got %v, want NotFound", err)
+	}
+	const want = 2
+	if got := scrapeGauge(t, s.metricsURL, activeGauge); got != want {
+		t.Fatalf("%s = %v, want %d", activeGauge, got, want)
+	}
+
+	if ok, why := loopAvailable(); ok {
+		nodeLifecycle(t, csi.NewNodeClient(s.conn), v1, pc1, filepath.Join(dir, "node"))
+	} else {
+		t.Logf("node staging skipped (%s); controller lifecycle checked", why)
+		checkStageRefused(t, csi.NewNodeClient(s.conn), v1, pc1, filepath.Join(dir, "node"))
+	}
+	checkMetricsDocumented(t, s.metricsURL)
+
+	s.signal(syscall.SIGKILL)
+	s.wait(10 * time.Second)
+
+	s2 := startServing(t, nil, args...)
+	if got := scrapeGauge(t, s2.metricsURL, activeGauge); got != want {
+		t.Fatalf("first scrape after restart: %s = %v, want %d", activeGauge, got, want)
+	}
+	ctrl2 := csi.NewControllerClient(s2.conn)
+	if _, err := ctrl2.ControllerUnpublishVolume(rpcCtx(t), &csi.ControllerUnpublishVolumeRequest{
+		VolumeId: v1.GetVolumeId(), NodeId: "node-a",
+	}); err != nil {
+		t.Fatalf("ControllerUnpublishVolume after restart: %v", err)
+	}
+	if got := scrapeGauge(t, s2.metricsURL, activeGauge); got != want-1 {
+		t.Fatalf("after unpublish: %s = %v, want %d", activeGauge, got, want-1)
+	}
+	s2.signal(syscall.SIGTERM)
+	if code := s2.wait(10 * time.Second); code != 0 {
+		t.Fatalf("exit code after SIGTERM = %d, want 0", code)
+	}
+}
+
+// nodeLifecycle stages and publishes a mount volume, writes through it,
+// reads stats, and undoes everything (before the process is killed, so no
+// mount or loop device outlives the test).
+func nodeLifecycle(t *testing.T, node csi.NodeClient, vol *csi.Volume, pc map[string]string, dir string) {
+	t.Helper()
+	staging, target := filepath.Join(dir, "staging"), filepath.Join(dir, "target")
+	if err := os.MkdirAll(staging, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	id := vol.GetVolumeId()
+	if _, err := node.NodeStageVolume(rpcCtx(t), &csi.NodeStageVolumeRequest{
+		VolumeId: id, PublishContext: pc, StagingTargetPath: staging,
+		VolumeCapability: mountCapability(), VolumeContext: vol.GetVolumeContext(),
+	}); err != nil {
+		t.Fatalf("NodeStageVolume: %v", err)
+	}
+	unstaged := false
+	defer func() {
+		if !unstaged {
+			node.NodeUnpublishVolume(context.Background(), &csi.NodeUnpublishVolumeRequest{VolumeId: id, TargetPath: target})
+			node.NodeUnstageVolume(context.Background(), &csi.NodeUnstageVolumeRequest{VolumeId: id, StagingTargetPath: staging})
+		}
+	}()
+	if _, err := node.NodePublishVolume(rpcCtx(t), &csi.NodePublishVolumeRequest{
+		VolumeId: id, PublishContext: pc, StagingTargetPath: staging, TargetPath: target,
+		VolumeCapability: mountCapability(), VolumeContext: vol.GetVolumeContext(),
+	}); err != nil {
+		t.Fatalf("NodePublishVolume: %v", err)
+	}
+	data := []byte("written through the simulated NVMe volume\n")
+	if err := os.WriteFile(filepath.Join(target, "hello.txt"), data, 0o644); err != nil {
+		t.Fatalf("write to the published volume: %v", err)
+	}
+	st, err := node.NodeGetVolumeStats(rpcCtx(t), &csi.NodeGetVolumeStatsRequest{VolumeId: id, VolumePath: target})
+	if err != nil {
+		t.Fatalf("NodeGetVolumeStats: %v", err)
+	}
+	if len(st.GetUsage()) == 0 || st.GetUsage()[0].GetTotal() <= 0 {
+		t.Fatalf("NodeGetVolumeStats: no usable usage: %v", st)
+	}
+	if _, err := node.NodeUnpublishVolume(rpcCtx(t), &csi.NodeUnpublishVolumeRequest{VolumeId: id, TargetPath: target}); err != nil {
+		t.Fatalf("NodeUnpublishVolume: %v", err)
+	}
+	if _, err := node.NodeUnstageVolume(rpcCtx(t), &csi.NodeUnstageVolumeRequest{VolumeId: id, StagingTargetPath: staging}); err != nil {
+		t.Fatalf("NodeUnstageVolume: %v", err)
+	}
+	unstaged = true
+}
+
+// checkStageRefused: without root or loop devices, staging fails and says
+// why.
+func checkStageRefused(t *testing.T, node csi.NodeClient, vol *csi.Volume, pc map[string]string, dir string) {
+	t.Helper()
+	staging := filepath.Join(dir, "staging")
+	if err := os.MkdirAll(staging, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	_, err := node.NodeStageVolume(rpcCtx(t), &csi.NodeStageVolumeRequest{
+		VolumeId: vol.GetVolumeId(), PublishContext: pc, StagingTargetPath: staging,
+		VolumeCapability: mountCapability(), VolumeContext: vol.GetVolumeContext(),
+	})
+	if err == nil || !strings.Contains(err.Error(), "loop") {
+		t.Fatalf("NodeStageVolume without loop devices: got %v, want an error explaining loop devices are needed", err)
+	}
+}
+
+// SIGTERM while an RPC is running: the RPC completes and the process exits
+// 0 promptly.
+func TestSIGTERMLetsInFlightRPCFinish(t *testing.T) {
+	dir := t.TempDir()
+	const latency = 2 * time.Second
+	s := startServing(t, []string{envSimulateLatency + "=" + latency.String()},
+		"--simulate", "--mode", "controller", "--log-format", "json", "--log-level", "debug",
+		"--endpoint", "unix://"+filepath.Join(dir, "csi.sock"))
+	ctrl := csi.NewControllerClient(s.conn)
+
+	type result struct {
+		err     error
+		elapsed time.Duration
+	}
+	done := make(chan result, 1)
+	start := time.Now()
+	go func() {
+		_, err := ctrl.CreateVolume(context.Background(), &csi.CreateVolumeRequest{
+			Name:               "slow",
+			CapacityRange:      &csi.CapacityRange{RequiredBytes: 32 << 20},
+			VolumeCapabilities: []*csi.VolumeCapability{mountCapability()},
+		})
+		done <- result{err, time.Since(start)}
+	}()
+	// The logging interceptor logs the request at debug level before
+	// the handler runs: from then on the RPC is in flight.
+	s.waitLog("csi request", 10*time.Second)
+	sigAt := time.Now()
+	s.signal(syscall.SIGTERM)
+
+	r := <-done
+	if r.err != nil {
+		t.Fatalf("in-flight CreateVolume failed after SIGTERM: %v", r.err)
+	}
+	if r.elapsed < latency {
+		t.Fatalf("CreateVolume took %v, less than the injected %v: latency not applied", r.elapsed, latency)
+	}
+	if code := s.wait(5*time.Second - time.Since(sigAt)); code != 0 {
+		t.Fatalf("exit code = %d, want 0", code)
+	}
+	if strings.Contains(s.stderr(), "did not finish in time") {
+		t.Fatal("shutdown cancelled RPCs instead of waiting for them")
+	}
+}
+
+// writeKey writes a fresh unencrypted OpenSSH private key and returns its
+// path and the authorized_keys line of its public key.
+func writeKey(t *testing.T, dir string) (string, string) {
+	t.Helper()
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, err := ssh.MarshalPrivateKey(priv, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "id_ed25519")
+	if err := os.WriteFile(path, pem.EncodeToMemory(block), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	sp, err := ssh.NewPublicKey(pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return path, strings.TrimSpace(string(ssh.MarshalAuthorizedKey(sp)))
+}
+
+// closedPort returns a loopback address nobody listens on.
+func closedPort(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	return addr
+}
+
+// Every configuration mistake ends the process with one clear line on
+// stderr and a non-zero exit, never a panic or a goroutine dump.
+func TestBadConfiguration(t *testing.T) {
+	dir := t.TempDir()
+	key, hostLine := writeKey(t, dir)
+	notKey := filepath.Join(dir, "not-a-key")
+	if err := os.WriteFile(notKey, []byte("hello\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { busy.Close() }) // parallel subtests run after this function returns
+	unreachable := closedPort(t)
+	sock := "unix://" + filepath.Join(dir, "csi.sock")
+	rds := func(extra ...string) []string {
+		return append([]string{"--endpoint", sock, "--mode", "controller",
+			"--state-file", filepath.Join(t.TempDir(), "attachments.json")}, extra...)
+	}
+
+	cases := []struct {
+		name string
+		env  []string
+		args []string
+		want []string
+	}{
+		{"bad flag", nil, []string{"--no-such-flag"}, []string{"flag provided but not defined", "no-such-flag"}},
+		{"stray argument", nil, []string{"--simulate", "extra"}, []string{`unexpected argument "extra"`}},
+		{"bad mode", nil, []string{"--mode", "sideways"}, []string{"--mode", "controller, node or all", "sideways"}},
+		{"bad mode from env", []string{"RDS_CSI_MODE=sideways"}, nil, []string{"RDS_CSI_MODE", "sideways"}},
+		{"bad bool from env", []string{"RDS_CSI_SIMULATE=perhaps"}, nil, []string{"RDS_CSI_SIMULATE", "perhaps"}},
+		{"bad log level", nil, []string{"--simulate", "--log-level", "loud"}, []string{"--log-level", "loud"}},
+		{"no rds address", nil, rds("--rds-key-file", key, "--rds-host-key", hostLine), []string{"--rds-address is required"}},
+		{"missing key file", nil, rds("--rds-address", unreachable, "--rds-key-file", filepath.Join(dir, "absent"), "--rds-host-key", hostLine),
+			[]string{"--rds-key-file", "no such file"}},
+		{"key file is not a key", nil, rds("--rds-address", unreachable, "--rds-key-file", notKey, "--rds-host-key", hostLine),
+			[]string{"--rds-key-file", notKey}},
+		{"missing host key", nil, rds("--rds-address", unreachable, "--rds-key-file", key),
+			[]string{"host key must be pinned", "--rds-known-hosts", "--rds-host-key"}},
+		{"bad host key", nil, rds("--rds-address", unreachable, "--rds-key-file", key, "--rds-host-key", "ssh-ed25519 !!!"),
+			[]string{"--rds-host-key"}},
+		{"missing known_hosts file", nil, rds("--rds-address", unreachable, "--rds-key-file", key, "--rds-known-hosts", filepath.Join(dir, "absent_known_hosts")),
+			[]string{"--rds-known-hosts", "absent_known_hosts"}},
+		{"unreachable rds", nil, rds("--rds-address", unreachable, "--rds-key-file", key, "--rds-host-key", hostLine, "--rds-dial-timeout", "5s"),
+			[]string{"connecting to the RDS at " + unreachable}},
+		{"metrics port taken", nil, []string{"--simulate", "--endpoint", sock, "--metrics-address", busy.Addr().String()},
+			[]string{"--metrics-address", busy.Addr().String()}},
+		{"bad otlp protocol", []string{"OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:1", "OTEL_EXPORTER_OTLP_PROTOCOL=http/json"},
+			[]string{"--simulate", "--endpoint", sock}, []string{"OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"}},
+		{"bad endpoint", nil, []string{"--simulate", "--endpoint", "carrier-pigeon://x"}, []string{"--endpoint"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			p := startPlugin(t, tc.env, tc.args...)
+			code := p.wait(30 * time.Second)
+			out := p.stderr()
+			if code == 0 {
+				t.Fatalf("exit code 0, want non-zero; stderr:\n%s", out)
+			}
+			if strings.Contains(out, "goroutine") || strings.Contains(out, "panic") {
+				t.Fatalf("stderr has a panic or goroutine dump:\n%s", out)
+			}
+			lines := strings.Split(strings.TrimSpace(out), "\n")
+			if len(lines) != 1 || !strings.HasPrefix(lines[0], "rds-csi-plugin: ") {
+				t.Fatalf("want exactly one line starting with %q, got:\n%s", "rds-csi-plugin: ", out)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(lines[0], w) {
+					t.Errorf("error line %q does not mention %q", lines[0], w)
+				}
+			}
+		})
+	}
+}
+
+func TestVersionAndHelp(t *testing.T) {
+	out, err := exec.Command(pluginBin, "--version").Output()
+	if err != nil {
+		t.Fatalf("--version: %v", err)
+	}
+	if !strings.HasPrefix(string(out), "rds-csi-plugin ") {
+		t.Fatalf("--version printed %q", out)
+	}
+	cmd := exec.Command(pluginBin, "--help")
+	cmd.Stderr = io.Discard
+	help, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("--help: %v", err)
+	}
+	for _, want := range []string{"--rds-key-file", "RDS_CSI_RDS_KEY_FILE", "--simulate"} {
+		if !strings.Contains(string(help), want) {
+			t.Errorf("--help output lacks %q", want)
+		}
+	}
+}
+
+// versionOf returns what --version reports.
+func versionOf(t *testing.T) string {
+	t.Helper()
+	out, err := exec.Command(pluginBin, "--version").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, ok := strings.CutPrefix(strings.TrimSpace(string(out)), "rds-csi-plugin ")
+	if !ok || v == "" {
+		t.Fatalf("--version printed %q", out)
+	}
+	return v
+}

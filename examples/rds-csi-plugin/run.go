@@ -1,0 +1,371 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime/debug"
+	"strings"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+	"google.golang.org/grpc"
+
+	"github.com/srvlab/rds-csi/attach"
+	"github.com/srvlab/rds-csi/metrics"
+	"github.com/srvlab/rds-csi/rdsclient"
+	"github.com/srvlab/rds-csi/rdscsi"
+)
+
+// version is set at link time (-ldflags "-X main.version=v1.2.3");
+// otherwise the module version from the build info is used.
+var version = ""
+
+// Shutdown bounds.
+const (
+	gracePeriod  = 10 * time.Second // in-flight RPCs may finish within this
+	flushTimeout = 5 * time.Second  // final metrics export
+)
+
+func buildVersion() string {
+	if version != "" {
+		return version
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+		return bi.Main.Version
+	}
+	return "devel"
+}
+
+// plugin holds everything run builds, so that close can tear it down in
+// dependency order whatever step failed.
+type plugin struct {
+	tel     *telemetry
+	sim     *simulation
+	client  *rdsclient.Client
+	store   *attach.FileStore
+	manager *attach.Manager
+	runDone chan struct{} // closed when the Manager's Run returns
+	rec     *metrics.OTel
+	events  *eventForwarder
+}
+
+// run is the whole program: it returns when ctx ends (SIGTERM, SIGINT) or
+// on a fatal error, which main prints as one line.
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) (err error) {
+	c, err := parseConfig(args, getenv)
+	if errors.Is(err, errHelp) {
+		usage(stdout)
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	ver := buildVersion()
+	if c.version {
+		fmt.Fprintf(stdout, "rds-csi-plugin %s\n", ver)
+		return nil
+	}
+	logger := newLogger(c, stderr)
+
+	// Read the credentials before anything else: a wrong path or key is
+	// the commonest mistake and its error should not wait for anything.
+	var rdsConfig *rdsclient.Config
+	if c.hasController() && !c.simulate {
+		if rdsConfig, err = clientConfig(c); err != nil {
+			return err
+		}
+	}
+
+	p := &plugin{events: &eventForwarder{}}
+	defer func() {
+		if cerr := p.close(logger); cerr != nil && err == nil {
+			err = cerr
+		}
+	}()
+
+	// Telemetry first: its listener is bound now, so a taken port is a
+	// startup error, but /metrics is served only once the attachment state
+	// is loaded (the first scrape is already right).
+	if p.tel, err = startTelemetry(ctx, c, getenv, ver, logger); err != nil {
+		return err
+	}
+
+	var disks rdscsi.Disks
+	var connector rdscsi.Connector
+	if c.simulate {
+		if p.sim, err = startSimulation(c, getenv, logger); err != nil {
+			return err
+		}
+	}
+
+	if c.hasController() {
+		if err := p.openAttachments(ctx, c, logger); err != nil {
+			return err
+		}
+	}
+	var counts metrics.CountSource
+	if p.manager != nil {
+		counts = p.manager
+	}
+	if p.rec, err = metrics.NewOTel(p.tel.mp, counts, metrics.WithLogger(logger)); err != nil {
+		return err
+	}
+	p.events.set(p.rec)
+
+	if c.hasController() {
+		if p.client, err = p.dial(ctx, c, rdsConfig, logger); err != nil {
+			return err
+		}
+		disks = p.client
+	}
+	if c.hasNode() {
+		if p.sim != nil {
+			connector = p.sim.connector()
+		} else {
+			connector = rdscsi.NewNVMeConnector()
+		}
+	}
+
+	srv, err := p.grpcServer(c, ver, disks, connector, logger)
+	if err != nil {
+		return err
+	}
+	lis, err := rdscsi.Listen(c.endpoint)
+	if err != nil {
+		return fmt.Errorf("%s: %w", c.src("endpoint"), err)
+	}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(lis) }()
+	p.tel.serve()
+
+	attrs := []any{"version", ver, "mode", c.mode, "endpoint", c.endpoint, "node_id", c.nodeID}
+	if p.tel.metricsAddr != "" {
+		attrs = append(attrs, "metrics_address", p.tel.metricsAddr)
+	}
+	if p.tel.otlp != "" {
+		attrs = append(attrs, "otlp_protocol", p.tel.otlp)
+	}
+	if p.sim != nil {
+		attrs = append(attrs, "simulated_rds", p.sim.srv.Addr())
+	}
+	logger.Info("rds-csi-plugin: serving", attrs...)
+
+	select {
+	case <-ctx.Done():
+		logger.Info("rds-csi-plugin: shutting down", "cause", context.Cause(ctx))
+	case err := <-serveErr:
+		srv.Stop()
+		return fmt.Errorf("grpc server: %w", err)
+	case err := <-p.tel.serveErr:
+		stopGracefully(srv, logger)
+		return err
+	}
+	stopGracefully(srv, logger)
+	return nil
+}
+
+// stopGracefully stops accepting RPCs and waits for in-flight ones, for at
+// most gracePeriod; then it cancels whatever is left.
+func stopGracefully(srv *grpc.Server, logger *slog.Logger) {
+	done := make(chan struct{})
+	go func() {
+		srv.GracefulStop()
+		close(done)
+	}()
+	t := time.NewTimer(gracePeriod)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+		logger.Warn("rds-csi-plugin: in-flight RPCs did not finish in time, cancelling them", "grace_period", gracePeriod)
+		srv.Stop()
+		<-done
+	}
+}
+
+// openAttachments loads the attachment state and starts the Manager's
+// migration timer.
+func (p *plugin) openAttachments(ctx context.Context, c *config, logger *slog.Logger) (err error) {
+	if err := os.MkdirAll(filepath.Dir(c.stateFile), 0o750); err != nil {
+		return fmt.Errorf("%s: %w", c.src("state-file"), err)
+	}
+	if p.store, err = attach.NewFileStore(c.stateFile, attach.WithFileLogger(logger.With("component", "attach"))); err != nil {
+		return fmt.Errorf("%s: %w", c.src("state-file"), err)
+	}
+	p.manager, err = attach.NewManager(ctx, p.store,
+		attach.WithLogger(logger.With("component", "attach")),
+		attach.WithObserver(p.events.event))
+	if err != nil {
+		return fmt.Errorf("%s: %w", c.src("state-file"), err)
+	}
+	p.runDone = make(chan struct{})
+	go func() {
+		defer close(p.runDone)
+		// Returns nil once the Manager is closed.
+		if err := p.manager.Run(context.Background()); err != nil {
+			logger.Error("attach: manager stopped", "err", err)
+		}
+	}()
+	return nil
+}
+
+// dial connects to the real RDS (with cfg) or the simulated one within
+// --rds-dial-timeout.
+func (p *plugin) dial(ctx context.Context, c *config, cfg *rdsclient.Config, logger *slog.Logger) (*rdsclient.Client, error) {
+	addr := c.rdsAddress
+	if p.sim != nil {
+		addr, cfg = p.sim.srv.Addr(), p.sim.srv.ClientConfig()
+	}
+	cfg.DialTimeout = c.rdsDialTimeout
+	dctx, cancel := context.WithTimeout(ctx, c.rdsDialTimeout)
+	defer cancel()
+	client, err := rdsclient.Dial(dctx, addr, cfg,
+		rdsclient.WithLogger(logger.With("component", "rdsclient")),
+		rdsclient.WithObserver(p.rec))
+	if err != nil {
+		return nil, fmt.Errorf("connecting to the RDS at %s: %w", addr, err)
+	}
+	return client, nil
+}
+
+// clientConfig reads the SSH key and the host key pin.
+func clientConfig(c *config) (*rdsclient.Config, error) {
+	pem, err := os.ReadFile(c.rdsKeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", c.src("rds-key-file"), err)
+	}
+	signer, err := ssh.ParsePrivateKey(pem)
+	if err != nil {
+		var pm *ssh.PassphraseMissingError
+		if errors.As(err, &pm) {
+			return nil, fmt.Errorf("%s: %s is protected by a passphrase, which is not supported", c.src("rds-key-file"), c.rdsKeyFile)
+		}
+		return nil, fmt.Errorf("%s: %s: %w", c.src("rds-key-file"), c.rdsKeyFile, err)
+	}
+	var hostKey ssh.HostKeyCallback
+	if c.rdsHostKey != "" {
+		if hostKey, err = rdsclient.HostKeyFromLine(c.rdsHostKey); err != nil {
+			return nil, fmt.Errorf("%s: %w", c.src("rds-host-key"), err)
+		}
+	} else {
+		var files []string
+		for f := range strings.SplitSeq(c.rdsKnownHosts, ",") {
+			if f = strings.TrimSpace(f); f != "" {
+				files = append(files, f)
+			}
+		}
+		if hostKey, err = rdsclient.KnownHosts(files...); err != nil {
+			return nil, fmt.Errorf("%s: %w", c.src("rds-known-hosts"), err)
+		}
+	}
+	return &rdsclient.Config{
+		User:            c.rdsUser,
+		Auth:            []ssh.AuthMethod{ssh.PublicKeys(signer)},
+		HostKeyCallback: hostKey,
+	}, nil
+}
+
+// grpcServer builds the CSI services and the gRPC server with its
+// interceptor chain: logging (secrets stripped) -> metrics -> per-volume
+// serialization.
+func (p *plugin) grpcServer(c *config, ver string, disks rdscsi.Disks, connector rdscsi.Connector, logger *slog.Logger) (*grpc.Server, error) {
+	serialize, _ := rdscsi.SerializeInterceptor()
+	srv := grpc.NewServer(grpc.ChainUnaryInterceptor(
+		rdscsi.LoggingInterceptor(logger.With("component", "grpc")),
+		rdscsi.MetricsInterceptor(p.rec),
+		serialize,
+	))
+
+	idOpts := []rdscsi.IdentityOption{rdscsi.WithControllerService(false)}
+	if c.hasController() {
+		known := c.knownNodeIDs()
+		ctrl, err := rdscsi.NewControllerServer(disks, p.manager,
+			rdscsi.WithLogger(logger.With("component", "controller")),
+			rdscsi.WithRecorder(p.rec),
+			rdscsi.WithVolumePath(c.volumePath),
+			rdscsi.WithNVMeAddress(c.nvmeAddressFor(p.sim)),
+			rdscsi.WithNodeLookup(func(_ context.Context, nodeID string) (bool, error) {
+				return known[nodeID], nil
+			}),
+		)
+		if err != nil {
+			return nil, fmt.Errorf("controller: %w", err)
+		}
+		ctrl.Register(srv)
+		// Controller service, expansion, topology and a probe of the RDS.
+		idOpts = []rdscsi.IdentityOption{rdscsi.WithController(ctrl)}
+	}
+	if c.hasNode() {
+		node, err := rdscsi.NewNodeServer(c.nodeID, connector,
+			rdscsi.WithNodeLogger(logger.With("component", "node")),
+			rdscsi.WithNodeRecorder(p.rec),
+			rdscsi.WithStateDir(c.nodeStateDir),
+		)
+		if err != nil {
+			return nil, fmt.Errorf("node: %w", err)
+		}
+		node.Register(srv)
+	}
+	rdscsi.NewIdentityServer(c.driverName, ver, idOpts...).Register(srv)
+	return srv, nil
+}
+
+// nvmeAddressFor is the NVMe/TCP address put in volume contexts.
+func (c *config) nvmeAddressFor(sim *simulation) string {
+	if sim != nil && c.nvmeAddress == "" {
+		return "127.0.0.1"
+	}
+	return c.defaultNVMeAddress()
+}
+
+// close tears down in dependency order: the final metrics export runs
+// while the attachment state is still open, then the recorder, the state,
+// the RDS connection and the simulation.
+func (p *plugin) close(logger *slog.Logger) error {
+	var errs []error
+	if p.tel != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), flushTimeout)
+		if err := p.tel.shutdown(ctx); err != nil {
+			errs = append(errs, err)
+		}
+		cancel()
+	}
+	if p.rec != nil {
+		if err := p.rec.Close(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if p.manager != nil {
+		if err := p.manager.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("attachment state: %w", err))
+		}
+		if p.runDone != nil {
+			<-p.runDone
+		}
+	}
+	if p.store != nil {
+		if err := p.store.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("attachment state: %w", err))
+		}
+	}
+	if p.client != nil {
+		if err := p.client.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("rds client: %w", err))
+		}
+	}
+	if p.sim != nil {
+		if err := p.sim.close(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	err := errors.Join(errs...)
+	if err != nil {
+		logger.Warn("rds-csi-plugin: shutdown", "err", err)
+	}
+	return err
+}
