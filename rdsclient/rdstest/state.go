@@ -59,7 +59,16 @@ type state struct {
 	dataDir string
 	pools   []*pool
 	disks   []*disk
+	// usedMemo caches used() between changes: every /disk print shows
+	// the pools, and walking their directories each time would dominate
+	// the fake's cost. Every change made through the CLI clears it; a
+	// test that changes files behind the fake's back sees pool usage
+	// catch up at the next change.
+	usedMemo map[*pool]int64
 }
+
+// forget drops cached pool usage after the files changed.
+func (st *state) forget() { st.usedMemo = nil }
 
 func (st *state) init(dataDir string, pools []poolSpec) error {
 	st.dataDir = dataDir
@@ -102,7 +111,16 @@ func (st *state) poolOf(filePath string) *pool {
 // used sums the apparent sizes of every file in the pool: thin pools are
 // accounted by what their files could grow to, not by blocks on the host.
 func (st *state) used(p *pool) int64 {
+	if n, ok := st.usedMemo[p]; ok {
+		return n
+	}
 	var sum int64
+	defer func() {
+		if st.usedMemo == nil {
+			st.usedMemo = make(map[*pool]int64)
+		}
+		st.usedMemo[p] = sum
+	}()
 	filepath.WalkDir(filepath.Join(st.dataDir, p.name), func(_ string, d fs.DirEntry, err error) error {
 		if err == nil && d.Type().IsRegular() {
 			if fi, err := d.Info(); err == nil {
@@ -204,6 +222,7 @@ func (st *state) add(a addSpec) error {
 }
 
 func (st *state) createFile(host string, size int64, from *disk) (err error) {
+	defer st.forget()
 	if err := os.MkdirAll(filepath.Dir(host), 0o755); err != nil {
 		return err
 	}
@@ -235,6 +254,7 @@ func (st *state) createFile(host string, size int64, from *disk) (err error) {
 
 // resize grows every target's backing file to size, checking all first.
 func (st *state) resize(targets []*disk, size int64) error {
+	defer st.forget()
 	need := map[*pool]int64{}
 	for _, d := range targets {
 		if d.typ != "file" || d.filePath == "" {
@@ -263,6 +283,7 @@ func (st *state) resize(targets []*disk, size int64) error {
 
 // removeDisks removes file disks; their backing files stay.
 func (st *state) removeDisks(targets []*disk) error {
+	defer st.forget()
 	for _, d := range targets {
 		if d.typ != "file" {
 			return failure(reasonNotFileDisk)
@@ -332,6 +353,7 @@ func (st *state) files() []fileEntry {
 
 // removeFiles deletes files and empty directories, checking all first.
 func (st *state) removeFiles(names []string) error {
+	defer st.forget()
 	for _, n := range names {
 		if st.fileUsedByDisk("/" + n) {
 			return failure(reasonFileInUse)
@@ -360,6 +382,7 @@ func (st *state) removeFiles(names []string) error {
 }
 
 func (st *state) addForeign(f ForeignDisk) error {
+	defer st.forget()
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	if f.Slot == "" || st.diskBySlot(f.Slot) != nil {
