@@ -18,8 +18,8 @@
 //
 // Counts is O(1) and meant for metrics callbacks: gauges are read from the
 // state, never built by counting events, so they are right after a
-// restart. Events (WithObserver) report what happened, for counters and
-// logs.
+// restart. Events (WithObserver, Manager.AddObserver) report what
+// happened, for counters and logs.
 //
 // FileStore is the durable Store: an append-only, checksummed log with
 // group commit, compaction and torn-tail recovery, guarded against a second

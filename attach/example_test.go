@@ -88,3 +88,25 @@ func ExampleNewFileStore() {
 	// <nil>
 	// [node-a] 1
 }
+
+// An observer built from the Manager itself, here one that reports the
+// counts with each event, is added after NewManager.
+func ExampleManager_AddObserver() {
+	ctx := context.Background()
+	m, err := attach.NewManager(ctx, attach.NewMemStore())
+	if err != nil {
+		panic(err)
+	}
+	defer m.Close()
+	remove := m.AddObserver(func(e attach.Event) {
+		fmt.Println(e.Kind, e.VolumeID, "volumes:", m.Counts().Volumes)
+	})
+
+	_ = m.Attach(ctx, attach.Request{VolumeID: "pvc-1", NodeID: "node-a", Mode: attach.Exclusive})
+	_ = m.Detach(ctx, "pvc-1", "node-a")
+	remove()
+	_ = m.Attach(ctx, attach.Request{VolumeID: "pvc-2", NodeID: "node-a", Mode: attach.Exclusive})
+	// Output:
+	// attached pvc-1 volumes: 1
+	// detached pvc-1 volumes: 0
+}

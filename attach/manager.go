@@ -27,7 +27,9 @@ type options struct {
 // it must not call Attach, Detach, Replace or Reconcile. Events of one
 // volume arrive in order, except that EventMigrationTimedOut fired by Counts
 // or Run may race with a Detach of the same volume. It must be safe for
-// concurrent use and should not block.
+// concurrent use and should not block. Observers that need the Manager
+// itself (such as a metrics recorder reading Counts) are added afterwards
+// with Manager.AddObserver.
 func WithObserver(f func(Event)) Option {
 	return func(o *options) { o.observer = f }
 }
@@ -59,11 +61,14 @@ func WithReconcileGrace(d time.Duration) Option {
 // A Manager starts no goroutines of its own; Run fires migration timeouts
 // on time. Close stops Run and waits for calls in flight.
 type Manager struct {
-	store    Store
-	now      func() time.Time
-	observer func(Event)
-	log      *slog.Logger
-	grace    time.Duration
+	store Store
+	now   func() time.Time
+	log   *slog.Logger
+	// observers is replaced whole by AddObserver and its remove func, so
+	// emit reads it without a lock.
+	observers atomic.Pointer[[]*observer]
+	obsMu     sync.Mutex // serialises changes to observers
+	grace     time.Duration
 
 	// gate is held shared by single-volume calls and exclusively by
 	// Replace and Close.
@@ -90,6 +95,10 @@ type volume struct {
 	timedOut bool
 	heapIdx  int // position in Manager.deadlines, -1 when absent
 }
+
+// observer wraps an observer function so that it has an identity to
+// remove by.
+type observer struct{ f func(Event) }
 
 // volumeLock orders calls on one volume; a channel so waiting can be
 // cancelled.
@@ -119,7 +128,6 @@ func NewManager(ctx context.Context, store Store, opts ...Option) (*Manager, err
 	m := &Manager{
 		store:        store,
 		now:          o.clock,
-		observer:     o.observer,
 		log:          o.logger,
 		grace:        o.grace,
 		done:         make(chan struct{}),
@@ -137,6 +145,9 @@ func NewManager(ctx context.Context, store Store, opts ...Option) (*Manager, err
 		return nil, fmt.Errorf("attach: load store: %w", err)
 	}
 	m.resetLocked(norm, now)
+	if o.observer != nil {
+		m.AddObserver(o.observer)
+	}
 	m.log.Debug("attach: state loaded", "volumes", m.counts.Volumes,
 		"migrations", m.counts.Migrations, "timed_out", m.counts.TimedOutMigrations)
 	return m, nil
@@ -567,8 +578,41 @@ func (m *Manager) emit(evs []Event) {
 			}
 			m.log.Log(ctx, level, "attach: "+e.Kind.String(), args...)
 		}
-		if m.observer != nil {
-			m.observer(e)
+		if obs := m.observers.Load(); obs != nil {
+			for _, o := range *obs {
+				o.f(e)
+			}
 		}
+	}
+}
+
+// AddObserver adds f to the functions that receive every Event, with the
+// same rules as WithObserver, and returns a function that removes it
+// again. It exists because an observer is often built from the Manager:
+// a metrics recorder needs the Manager as its count source before it can
+// observe events. NewManager fires no events, so an observer added right
+// after it misses nothing. An Event whose delivery began before remove
+// returned may still reach f; later ones do not. Safe for concurrent use.
+func (m *Manager) AddObserver(f func(Event)) (remove func()) {
+	if f == nil {
+		return func() {}
+	}
+	o := &observer{f: f}
+	m.obsMu.Lock()
+	var cur []*observer
+	if p := m.observers.Load(); p != nil {
+		cur = *p
+	}
+	next := append(slices.Clip(cur), o)
+	m.observers.Store(&next)
+	m.obsMu.Unlock()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			m.obsMu.Lock()
+			defer m.obsMu.Unlock()
+			next := slices.DeleteFunc(slices.Clone(*m.observers.Load()), func(x *observer) bool { return x == o })
+			m.observers.Store(&next)
+		})
 	}
 }

@@ -10,10 +10,15 @@
 // and timed-out migrations) are not counted from events. They are read
 // from a CountSource, normally an *attach.Manager, in a collection
 // callback, so the first scrape after a controller restart is already
-// right and a gauge cannot drift or go negative.
+// right and a gauge cannot drift or go negative. Attachment events
+// (conflicts, finished migrations, reconciles) are counted by
+// AttachObserver; since the recorder is built from the Manager, add it
+// afterwards with Manager.AddObserver.
 //
 // Through the OpenTelemetry Prometheus exporter with its default
-// translation the metrics are named:
+// translation, and equally when pushed over OTLP to an OpenTelemetry
+// Collector or Prometheus that translate with the same default
+// (otlptranslator's UnderscoreEscapingWithSuffixes), the metrics are named:
 //
 //	rds_csi_nvme_connections_active             gauge
 //	rds_csi_attachment_node_attachments_active  gauge

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync/atomic"
 
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
@@ -47,20 +46,15 @@ func ExampleNewOTel() {
 	// Output: connections: 2
 }
 
-// The Manager takes its observer when it is built, and the recorder takes
-// the Manager as its CountSource, so one of the two is bound late.
+// The recorder takes the Manager as its CountSource, so it is built after
+// the Manager and then added as one of its observers.
 func ExampleAttachObserver() {
 	ctx := context.Background()
 	reader := sdkmetric.NewManualReader()
 	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
 	defer func() { _ = mp.Shutdown(ctx) }()
 
-	var observer atomic.Pointer[func(attach.Event)]
-	m, err := attach.NewManager(ctx, attach.NewMemStore(), attach.WithObserver(func(ev attach.Event) {
-		if f := observer.Load(); f != nil {
-			(*f)(ev)
-		}
-	}))
+	m, err := attach.NewManager(ctx, attach.NewMemStore())
 	if err != nil {
 		fmt.Println(err)
 		return
@@ -72,8 +66,7 @@ func ExampleAttachObserver() {
 		return
 	}
 	defer func() { _ = rec.Close() }()
-	f := metrics.AttachObserver(rec)
-	observer.Store(&f)
+	defer m.AddObserver(metrics.AttachObserver(rec))()
 
 	_ = m.Attach(ctx, attach.Request{VolumeID: "pvc-1", NodeID: "node-a", Mode: attach.Exclusive})
 	err = m.Attach(ctx, attach.Request{VolumeID: "pvc-1", NodeID: "node-b", Mode: attach.Exclusive})

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -36,20 +35,6 @@ func countsFromList(as []attach.Attachment, now time.Time) attach.Counts {
 	return c
 }
 
-// lateObserver lets the Manager be built before the Recorder that needs
-// it: events go nowhere until set is called.
-type lateObserver struct {
-	f atomic.Pointer[func(attach.Event)]
-}
-
-func (l *lateObserver) observe(ev attach.Event) {
-	if f := l.f.Load(); f != nil {
-		(*f)(ev)
-	}
-}
-
-func (l *lateObserver) set(f func(attach.Event)) { l.f.Store(&f) }
-
 func newManager(t testing.TB, store attach.Store, opts ...attach.Option) *attach.Manager {
 	t.Helper()
 	m, err := attach.NewManager(context.Background(), store, opts...)
@@ -66,10 +51,9 @@ func TestGaugesMatchManagerUnderRandomOps(t *testing.T) {
 	rng := rand.New(rand.NewPCG(seed, 1))
 
 	r, mp := newReader(t)
-	var late lateObserver
-	m := newManager(t, attach.NewMemStore(), attach.WithObserver(late.observe))
+	m := newManager(t, attach.NewMemStore())
 	o := newOTel(t, mp, m)
-	late.set(AttachObserver(o))
+	defer m.AddObserver(AttachObserver(o))()
 	ctx := context.Background()
 
 	const volumes, nodes, steps = 12, 4, 600
@@ -121,10 +105,9 @@ func TestGaugesMatchManagerUnderRandomOps(t *testing.T) {
 
 func TestMigratingVolumeGauges(t *testing.T) {
 	r, mp := newReader(t)
-	var late lateObserver
-	m := newManager(t, attach.NewMemStore(), attach.WithObserver(late.observe))
+	m := newManager(t, attach.NewMemStore())
 	o := newOTel(t, mp, m)
-	late.set(AttachObserver(o))
+	defer m.AddObserver(AttachObserver(o))()
 	ctx := context.Background()
 
 	req := attach.Request{VolumeID: "pvc-a", NodeID: "node-1", Mode: attach.Migratable, MigrationTimeout: time.Hour}
@@ -159,10 +142,9 @@ func TestTimedOutMigrationGauge(t *testing.T) {
 	r, mp := newReader(t)
 	clock := &fakeClock{}
 	clock.set(time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC))
-	var late lateObserver
-	m := newManager(t, attach.NewMemStore(), attach.WithObserver(late.observe), attach.WithClock(clock.now))
+	m := newManager(t, attach.NewMemStore(), attach.WithClock(clock.now))
 	o := newOTel(t, mp, m)
-	late.set(AttachObserver(o))
+	defer m.AddObserver(AttachObserver(o))()
 
 	req := attach.Request{VolumeID: "pvc-t", NodeID: "node-1", Mode: attach.Migratable, MigrationTimeout: time.Minute}
 	mustAttach(t, m, req)
@@ -228,10 +210,9 @@ func mustAttach(t testing.TB, m *attach.Manager, req attach.Request) {
 // gauges against the Manager's list.
 func TestConcurrentManagerAndCollections(t *testing.T) {
 	r, mp := newReader(t)
-	var late lateObserver
-	m := newManager(t, attach.NewMemStore(), attach.WithObserver(late.observe))
+	m := newManager(t, attach.NewMemStore())
 	o := newOTel(t, mp, m)
-	late.set(AttachObserver(o))
+	defer m.AddObserver(AttachObserver(o))()
 	ctx := context.Background()
 
 	const workers, steps = 6, 150

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -17,7 +18,38 @@ import (
 )
 
 // MeterName is the instrumentation scope of every instrument OTel creates.
+// It is also this module's path, whose version in the running binary
+// becomes the scope's version (otel_scope_version in Prometheus).
 const MeterName = "github.com/srvlab/rds-csi"
+
+// moduleVersion is read once: build info does not change at run time.
+var moduleVersion = sync.OnceValue(func() string {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return ""
+	}
+	return versionOf(bi, MeterName)
+})
+
+// versionOf returns the version of module path in bi: a release or
+// pseudo-version when the module is a dependency, whatever the go command
+// stamped ("(devel)" or a VCS pseudo-version) when it is the main module,
+// and "" when it is absent.
+func versionOf(bi *debug.BuildInfo, path string) string {
+	if bi.Main.Path == path {
+		return bi.Main.Version
+	}
+	for _, d := range bi.Deps {
+		if d.Path != path {
+			continue
+		}
+		if d.Replace != nil && d.Replace.Version != "" {
+			return d.Replace.Version
+		}
+		return d.Version
+	}
+	return ""
+}
 
 // defaultBuckets are the histogram bucket boundaries, in seconds, of every
 // duration instrument: from a fast local command to a slow disk copy.
@@ -102,7 +134,8 @@ type OTel struct {
 
 var _ Recorder = (*OTel)(nil)
 
-// NewOTel creates the instruments on a meter named MeterName from mp. With
+// NewOTel creates the instruments on a meter named MeterName, versioned
+// with this module's version from the binary's build info, from mp. With
 // a nil counts there are no attachment gauges. Call Close to unregister
 // the gauge callback.
 func NewOTel(mp metric.MeterProvider, counts CountSource, opts ...Option) (*OTel, error) {
@@ -134,7 +167,7 @@ func NewOTel(mp metric.MeterProvider, counts CountSource, opts ...Option) (*OTel
 		reconcileAction: fixedLabel(lg, "action", reconcileActions),
 		migrationResult: fixedLabel(lg, "result", migrationResults),
 	}
-	m := mp.Meter(MeterName)
+	m := mp.Meter(MeterName, metric.WithInstrumentationVersion(moduleVersion()))
 	b := builder{m: m, buckets: metric.WithExplicitBucketBoundaries(cfg.buckets...)}
 
 	// Instrument names are chosen so that the Prometheus exporter's default
