@@ -49,6 +49,7 @@ type Client struct {
 	closed  bool
 	conn    *conn // nil while disconnected
 	gen     uint64
+	up      bool         // the last state reported to the Observer
 	dialing *dialAttempt // non-nil while a re-dial runs
 
 	calls sync.WaitGroup // public calls in flight
@@ -247,13 +248,19 @@ func transientNetErr(err error) bool {
 		(errors.As(err, &ne) && ne.Timeout())
 }
 
-// installLocked makes cn the current connection. c.mu must be held; the
-// "up" report is made under it so that the watcher's "down" report, which
-// needs c.mu first, always comes after it.
+// installLocked makes cn the current connection. c.mu must be held:
+// state reports are made under it so that the Observer, often a gauge
+// that keeps the last value, sees up and down strictly alternate. The end
+// of the previous connection is reported here when its watcher has not
+// done so yet; otherwise a late "down" would follow this "up".
 func (c *Client) installLocked(cn *conn) {
 	c.gen++
 	cn.gen = c.gen
 	c.conn = cn
+	if c.up {
+		c.obs.RDSConnectionState(context.Background(), c.addr, false)
+	}
+	c.up = true
 	c.obs.RDSConnectionState(context.Background(), c.addr, true)
 	c.bg.Add(1)
 	go c.watch(cn)
@@ -268,9 +275,13 @@ func (c *Client) watch(cn *conn) {
 	if c.conn == cn {
 		c.conn = nil
 	}
+	// A newer connection already reported this one's end.
+	if cn.gen == c.gen && c.up {
+		c.up = false
+		c.obs.RDSConnectionState(context.Background(), c.addr, false)
+	}
 	closing := c.closed
 	c.mu.Unlock()
-	c.obs.RDSConnectionState(context.Background(), c.addr, false)
 	level := slog.LevelWarn
 	if closing {
 		level = slog.LevelDebug
@@ -426,7 +437,7 @@ func (c *Client) exec(ctx context.Context, op, line string) (string, error) {
 	stdout, stderr, exit, err := c.session(ctx, op, line)
 	if err == nil {
 		if class, _ := routeros.Classify(stdout, stderr, exit); class != routeros.ClassOK {
-			err = &CommandError{Command: line, Stdout: stdout, Stderr: stderr, ExitStatus: exit, Class: classError(class)}
+			err = &CommandError{Command: line, Stdout: stdout, Stderr: stderr, ExitStatus: exit, Class: printClass(op, classError(class))}
 		}
 	}
 	d := time.Since(start)
@@ -440,6 +451,18 @@ func (c *Client) exec(ctx context.Context, op, line string) (string, error) {
 		c.log.LogAttrs(ctx, slog.LevelDebug, "rdsclient: command", attrs...)
 	}
 	return stdout, err
+}
+
+// printClass keeps a failing print from reading as "not found": only a
+// print that succeeds with no entries means that (routeros.md §3.2,
+// §4.9), so that a caller such as DeleteDisk never takes an error for
+// "already gone". Syntax errors stay ErrInvalid; any other failure text
+// on a print, "no such item" included, is ErrUnexpectedOutput.
+func printClass(op string, class error) error {
+	if strings.HasSuffix(op, " print") && class != ErrInvalid {
+		return ErrUnexpectedOutput
+	}
+	return class
 }
 
 // session opens a session, runs line and collects its output and exit

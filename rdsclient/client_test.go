@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/crypto/ssh"
+
 	"github.com/srvlab/rds-csi/rdsclient"
 	"github.com/srvlab/rds-csi/rdsclient/rdstest"
 )
@@ -224,28 +226,29 @@ func TestDeleteDiskRaces(t *testing.T) {
 	if _, err := c.CreateDisk(ctx, spec("pvc-race", gib)); err != nil {
 		t.Fatal(err)
 	}
-	// The disk vanishes between DeleteDisk's read and its remove, which
-	// RouterOS answers with "no such item": that is success. The first
-	// remove is held back and answers "no such item" while a concurrent
-	// delete really removes the disk.
-	removeLatency := srv.Inject(rdstest.Latency(`^/disk remove`, 300*time.Millisecond))
-	removeFail := srv.Inject(rdstest.FailNth(`^/disk remove`, 1, "failure: no such item"))
-	done := make(chan error, 1)
-	go func() { done <- c.DeleteDisk(ctx, "pvc-race") }()
-	deadline := time.Now().Add(3 * time.Second)
-	for countCommands(srv, "/disk remove") == 0 && time.Now().Before(deadline) {
-		time.Sleep(5 * time.Millisecond)
-	}
-	removeLatency()
-	removeFail()
+	// The disk vanishes between DeleteDisk's read and its remove (another
+	// caller removed it), and RouterOS answers the remove with "no such
+	// item": a read-back proves it gone, so that is success. The first
+	// print is answered with what the device printed before the disk
+	// went, which needs no timing.
+	stale := rawOutput(t, srv, `/disk print detail where slot="pvc-race"`)
 	if err := c.DeleteDisk(ctx, "pvc-race"); err != nil {
-		t.Fatalf("concurrent DeleteDisk: %v", err)
+		t.Fatalf("DeleteDisk: %v", err)
 	}
-	if err := <-done; err != nil {
+	srv.ResetCommands()
+	srv.Inject(rdstest.AnswerNth(`^/disk print`, 1, stale, 0))
+	srv.Inject(rdstest.FailNth(`^/disk remove`, 1, "failure: no such item"))
+	if err := c.DeleteDisk(ctx, "pvc-race"); err != nil {
 		t.Errorf("DeleteDisk answered no such item = %v", err)
 	}
-	if n := countCommands(srv, "/disk remove"); n != 2 {
-		t.Errorf("%d removes, want 2", n)
+	want := []string{
+		`/disk print detail where slot="pvc-race"`,
+		`/disk remove [find slot="pvc-race"]`,
+		`/disk print detail where slot="pvc-race"`,
+		`/file remove [find name="storage-pool/k8s/pvc-race.img"]`,
+	}
+	if got := srv.Commands(); strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("commands %q, want %q", got, want)
 	}
 
 	// Disk in use: the error surfaces as ErrInUse.
@@ -534,7 +537,7 @@ func TestErrorClasses(t *testing.T) {
 
 	t.Run("unparseable output", func(t *testing.T) {
 		// A disk entry without size= cannot be trusted.
-		remove := srv.Inject(rdstest.FailNth(`^/disk print`, 1, ` 0  type=file slot="pvc-cls" file-path=/storage-pool/x.img`))
+		remove := srv.Inject(rdstest.AnswerNth(`^/disk print`, 1, ` 0  type=file slot="pvc-cls" file-path=/storage-pool/x.img`, 0))
 		defer remove()
 		_, err := c.Disk(ctx, "pvc-cls")
 		if !errors.Is(err, rdsclient.ErrUnexpectedOutput) {
@@ -593,6 +596,7 @@ func TestCommandLog(t *testing.T) {
 		`/disk monitor-traffic "pvc-wire" once`,
 		`/disk print detail where slot="pvc-wire"`,
 		`/disk remove [find slot="pvc-wire"]`,
+		`/disk print detail where slot="pvc-wire"`,
 		`/file remove [find name="storage-pool/k8s/pvc-wire.img"]`,
 	}
 	got := srv.Commands()
@@ -665,4 +669,25 @@ func (b *syncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
+}
+
+// rawOutput runs line over a plain SSH session and returns its stdout.
+func rawOutput(t *testing.T, srv *rdstest.Server, line string) string {
+	t.Helper()
+	cfg := srv.ClientConfig()
+	sc, err := ssh.Dial("tcp", srv.Addr(), &ssh.ClientConfig{User: cfg.User, Auth: cfg.Auth, HostKeyCallback: cfg.HostKeyCallback, Timeout: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sc.Close()
+	sess, err := sc.NewSession()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sess.Close()
+	out, err := sess.Output(line)
+	if err != nil {
+		t.Fatalf("%s: %v", line, err)
+	}
+	return string(out)
 }

@@ -1,6 +1,7 @@
 package rdsclient_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"sort"
@@ -122,29 +123,52 @@ func TestMaxSessionsBound(t *testing.T) {
 	srv := newServer(t)
 	c := dial(t, srv, rdsclient.WithMaxSessions(2))
 	ctx := testCtx(t)
-	remove := srv.Inject(rdstest.Latency(`^/system identity`, 500*time.Millisecond))
-	defer remove()
+	// Two reads hang until their context ends, holding both sessions.
+	// Nothing completes meanwhile, so the count below does not depend on
+	// timing.
+	removeHang := srv.Inject(rdstest.Hang(`^/disk print`))
+	hungCtx, cancelHung := context.WithCancel(ctx)
 	var wg sync.WaitGroup
-	for i := 0; i < 6; i++ {
+	for i := 0; i < 2; i++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := c.Ping(ctx); err != nil {
-				t.Error(err)
+			if _, err := c.Disk(hungCtx, "pvc-held"); !errors.Is(err, context.Canceled) {
+				t.Errorf("held Disk = %v, want context.Canceled", err)
 			}
 		}()
 	}
-	// While two slow commands run, the other four wait client-side and
-	// have not reached the fake.
-	deadline := time.Now().Add(2 * time.Second)
-	for countCommands(srv, "/system identity") < 2 && time.Now().Before(deadline) {
-		time.Sleep(5 * time.Millisecond)
+	waitUntil(t, func() bool { return countCommands(srv, "/disk print") == 2 })
+	removeHang()
+	pings := make(chan error, 4)
+	for i := 0; i < 4; i++ {
+		go func() { pings <- c.Ping(ctx) }()
 	}
-	if n := countCommands(srv, "/system identity"); n != 2 {
-		t.Errorf("%d commands in flight with WithMaxSessions(2)", n)
+	// A client without the bound would have sent the pings by now.
+	time.Sleep(100 * time.Millisecond)
+	if n := countCommands(srv, "/system identity"); n != 0 {
+		t.Errorf("%d commands beyond WithMaxSessions(2) reached the fake", n)
 	}
+	cancelHung()
 	wg.Wait()
-	if n := countCommands(srv, "/system identity"); n != 6 {
-		t.Errorf("%d commands run, want 6", n)
+	for i := 0; i < 4; i++ {
+		if err := <-pings; err != nil {
+			t.Errorf("Ping: %v", err)
+		}
+	}
+	if n := countCommands(srv, "/system identity"); n != 4 {
+		t.Errorf("%d pings run, want 4", n)
+	}
+}
+
+// waitUntil polls cond, failing the test after 10 s.
+func waitUntil(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not reached within 10s")
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }

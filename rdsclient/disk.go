@@ -117,12 +117,18 @@ func (c *Client) disk(ctx context.Context, slot string) (Disk, error) {
 	if err != nil {
 		return Disk{}, unexpectedf("%s: %w", line, err)
 	}
+	if len(entries) == 0 {
+		// A successful print with no entries: the only "not found".
+		return Disk{}, &CommandError{Command: line, Stdout: out, Class: ErrNotFound}
+	}
 	for _, e := range entries {
 		if s, _ := e.Get("slot"); s == slot {
 			return parseDisk(e)
 		}
 	}
-	return Disk{}, &CommandError{Command: line, Stdout: out, Class: ErrNotFound}
+	// Entries, but none for this slot: the filter did not do what it
+	// says, so absence is not proven either.
+	return Disk{}, unexpectedf("%s: %d entries, none with slot %q", line, len(entries), slot)
 }
 
 // Disks lists the disks whose slot starts with slotPrefix, which must
@@ -216,7 +222,9 @@ func (c *Client) ResizeDisk(ctx context.Context, slot string, sizeBytes int64) (
 // DeleteDisk removes a file disk and then its backing file. A disk that
 // does not exist is not an error. Disks that are not file-backed are
 // refused with ErrInvalid so that drives and partitions are never removed.
-// An orphan backing file without a disk is removed with RemoveFile.
+// DeleteDisk returns nil only after a print has shown the disk absent:
+// neither a silent remove nor "no such item" is taken on trust. An orphan
+// backing file without a disk is removed with RemoveFile.
 func (c *Client) DeleteDisk(ctx context.Context, slot string) error {
 	q, err := quoteSlot("slot", slot)
 	if err != nil {
@@ -246,22 +254,24 @@ func (c *Client) DeleteDisk(ctx context.Context, slot string) error {
 	line := "/disk remove [find slot=" + q + "]"
 	for try := 0; ; try++ {
 		_, err := c.run(ctx, "disk remove", line, true)
-		if err == nil || errors.Is(err, ErrNotFound) {
-			break
-		}
-		if !outcomeUnknown(err) {
+		if err != nil && !errors.Is(err, ErrNotFound) && !outcomeUnknown(err) {
 			return err
 		}
+		// Success, "no such item" or an unknown outcome: only reading
+		// the disk back proves it is gone.
 		_, rerr := c.disk(ctx, slot)
 		if errors.Is(rerr, ErrNotFound) {
 			break
 		}
-		if rerr != nil {
+		switch {
+		case rerr != nil:
 			return rerr
-		}
-		if try > 0 {
+		case err == nil || errors.Is(err, ErrNotFound):
+			return unexpectedf("disk %q still exists after %s", slot, line)
+		case try > 0:
 			return err
 		}
+		// The interrupted remove did not happen: send it once more.
 	}
 	if file == "" {
 		return nil

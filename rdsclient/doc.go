@@ -22,6 +22,10 @@
 //     never by repeating it blindly.
 //   - Sizes are bytes in the API and are rounded up to a whole MiB
 //     (RoundUpSize) before they are sent.
+//   - ErrNotFound means a print succeeded and listed nothing. A print
+//     that fails (failure text, syntax error, non-zero exit status) is an
+//     error of another class, and DeleteDisk returns nil only once a print
+//     has shown the disk absent.
 //
 // Errors wrap exactly one of the sentinels of this package (ErrNotFound,
 // ErrExists, ...), so callers test them with errors.Is; failures reported by

@@ -245,11 +245,14 @@ func TestUnknownOutcomeAddRetriedWhenAbsent(t *testing.T) {
 	ctx := testCtx(t)
 	s := spec("pvc-lost", gib)
 	// The add is abandoned by the fake before it runs because the
-	// connection goes away while the command waits.
-	removeLatency := srv.Inject(rdstest.Latency(`^/disk add`, 300*time.Millisecond))
+	// connection goes away while the command hangs.
+	removeHang := srv.Inject(rdstest.Hang(`^/disk add`))
 	go func() {
-		time.Sleep(100 * time.Millisecond)
-		removeLatency()
+		deadline := time.Now().Add(10 * time.Second)
+		for countCommands(srv, "/disk add") == 0 && time.Now().Before(deadline) {
+			time.Sleep(5 * time.Millisecond)
+		}
+		removeHang()
 		srv.DropConnections()
 	}()
 	d, err := c.CreateDisk(ctx, s)
@@ -542,5 +545,47 @@ func writeFile(t *testing.T, name, content string) {
 	t.Helper()
 	if err := os.WriteFile(name, []byte(content), 0o600); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// slowDownObserver records connection states, taking its time over
+// "down" reports as a loaded machine might.
+type slowDownObserver struct {
+	*observer
+}
+
+func (o *slowDownObserver) RDSConnectionState(ctx context.Context, addr string, up bool) {
+	if !up {
+		time.Sleep(30 * time.Millisecond)
+	}
+	o.observer.RDSConnectionState(ctx, addr, up)
+}
+
+// TestConnectionStateOrder checks that a late "down" of a dropped
+// connection never follows the "up" of its replacement: an Observer is
+// usually a gauge keeping the last value, which would then read
+// "disconnected" while connected.
+func TestConnectionStateOrder(t *testing.T) {
+	srv := newServer(t)
+	obs := &slowDownObserver{observer: newObserver()}
+	// No backoff: the re-dial races the watcher's report.
+	c := dial(t, srv, rdsclient.WithObserver(obs), rdsclient.WithRetry(3, 0))
+	ctx := testCtx(t)
+	for i := 0; i < 3; i++ {
+		srv.DropConnections()
+		if err := c.Ping(ctx); err != nil {
+			t.Fatalf("Ping after drop %d: %v", i, err)
+		}
+	}
+	// Give a late report time to arrive; with the fix there is none.
+	time.Sleep(200 * time.Millisecond)
+	states := obs.stateLog()
+	for i, up := range states {
+		if up != (i%2 == 0) {
+			t.Fatalf("connection states %v do not alternate up/down", states)
+		}
+	}
+	if len(states) != 7 {
+		t.Errorf("connection states %v, want up and 3x down/up", states)
 	}
 }

@@ -27,6 +27,10 @@ func (c *Client) Capacity(ctx context.Context, pool string) (Capacity, error) {
 	if err != nil {
 		return Capacity{}, unexpectedf("%s: %w", line, err)
 	}
+	if len(entries) == 0 {
+		// A successful print with no entries: the only "not found".
+		return Capacity{}, &CommandError{Command: line, Stdout: out, Class: ErrNotFound}
+	}
 	for _, e := range entries {
 		if mp, _ := e.Get("mount-point"); mp != pool {
 			continue
@@ -41,7 +45,7 @@ func (c *Client) Capacity(ctx context.Context, pool string) (Capacity, error) {
 		}
 		return Capacity{Pool: pool, TotalBytes: total, FreeBytes: free}, nil
 	}
-	return Capacity{}, &CommandError{Command: line, Stdout: out, Class: ErrNotFound}
+	return Capacity{}, unexpectedf("%s: %d entries, none with mount-point %q", line, len(entries), pool)
 }
 
 func numberField(e routeros.Entry, key string) (int64, error) {
@@ -72,7 +76,9 @@ func (c *Client) DiskStats(ctx context.Context, slot string) (DiskStats, error) 
 		return DiskStats{}, unexpectedf("%s: %w", line, err)
 	}
 	if len(kv) == 0 {
-		return DiskStats{}, &CommandError{Command: line, Stdout: out, Class: ErrNotFound}
+		// A missing disk is answered with "no such item"; silence proves
+		// nothing.
+		return DiskStats{}, unexpectedf("%s: no output", line)
 	}
 	st := DiskStats{Slot: slot}
 	if s, ok := kv["slot"]; ok && s != slot {

@@ -14,10 +14,15 @@
 // The fake does not import the client's parser: the two are written from
 // the same device captures and check each other.
 //
-// Faults (FailNth, FailAlways, Latency, Hang, DropAfterRun) are injected
-// with Server.Inject; DropConnections, RefuseConnections and RejectAuth
-// simulate outages. Close waits for every goroutine, hung commands
-// included.
+// Faults (FailNth, FailAlways, AnswerNth, Latency, Hang, DropAfterRun) are
+// injected with Server.Inject and compose; DropConnections,
+// RefuseConnections and RejectAuth simulate outages; Commands is the log
+// of every command line received. Close waits for every goroutine, hung
+// commands included.
+//
+// With WithDataDir the disk table is saved in the directory after every
+// change and loaded by the next Server started on it, so disks survive a
+// restart as they do on a device.
 //
 // Device behaviour the fake had to choose where no capture exists:
 //

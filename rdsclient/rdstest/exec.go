@@ -21,6 +21,16 @@ func (s *Server) execute(line string, width int) result {
 		s.st.mu.Lock()
 		var out string
 		out, err = s.dispatch(cmd, width)
+		if mutates(cmd) {
+			// Saved even after a failure, which may have changed part
+			// of a multi-item command.
+			if serr := s.st.save(); serr != nil {
+				s.log.Error("rdstest: save state", "err", serr)
+				if err == nil {
+					err = failure("could not save state")
+				}
+			}
+		}
 		s.st.mu.Unlock()
 		if err == nil {
 			return result{stdout: out, stream: cmd.verb == "monitor-traffic" && !hasFlag(cmd, "once")}
@@ -31,6 +41,18 @@ func (s *Server) execute(line string, width int) result {
 		ce = failure(err.Error())
 	}
 	return result{stdout: ce.msg + crlf, status: 1}
+}
+
+// mutates reports commands that may change the disk table.
+func mutates(cmd *command) bool {
+	if cmd.menu.path != "disk" {
+		return false
+	}
+	switch cmd.verb {
+	case "add", "set", "remove":
+		return true
+	}
+	return false
 }
 
 func hasFlag(cmd *command, flag string) bool {
@@ -143,12 +165,27 @@ func (s *Server) printDisks(cmd *command, width int) (string, error) {
 	}
 	var items []props
 	for _, d := range s.st.disks {
-		p := s.st.diskItem(d)
-		if cmd.where == nil || cmd.where.eval(p) {
+		if p, ok := s.matchDisk(cmd.where, d); ok {
 			items = append(items, p)
 		}
 	}
 	return render(items, flags, diskLegend, 4, 15, width), nil
+}
+
+// matchDisk evaluates a where or find condition (nil: all) on d and
+// returns d's properties when it matches. A condition on the slot alone,
+// as every lookup by slot is, is decided without building the item,
+// which stats the backing file: a read of one disk then costs the same
+// however many disks there are.
+func (s *Server) matchDisk(c cond, d *disk) (props, bool) {
+	if c != nil && onlyKey(c, "slot") && !c.eval(props{{key: "slot", raw: d.slot}}) {
+		return nil, false
+	}
+	p := s.st.diskItem(d)
+	if c == nil || c.eval(p) {
+		return p, true
+	}
+	return nil, false
 }
 
 func (s *Server) printFiles(cmd *command, width int) (string, error) {
@@ -173,7 +210,7 @@ func (s *Server) findDisks(f *findExpr, argName string) ([]*disk, error) {
 	}
 	var out []*disk
 	for _, d := range s.st.disks {
-		if f.cond == nil || f.cond.eval(s.st.diskItem(d)) {
+		if _, ok := s.matchDisk(f.cond, d); ok {
 			out = append(out, d)
 		}
 	}

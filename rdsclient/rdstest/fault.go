@@ -15,12 +15,13 @@ const (
 )
 
 // Fault is a misbehaviour injected with Server.Inject. Build one with
-// FailNth, FailAlways, Latency, Hang or DropAfterRun.
+// FailNth, FailAlways, AnswerNth, Latency, Hang or DropAfterRun.
 type Fault struct {
 	kind    faultKind
 	re      *regexp.Regexp
 	n       int // 1-based match number for FailNth and DropAfterRun; 0 = every match
 	output  string
+	status  int // exit status of a faultFail answer
 	latency time.Duration
 }
 
@@ -41,12 +42,21 @@ func compilePattern(pattern string) *regexp.Regexp {
 // executing it. Matches are counted from injection. It panics if pattern
 // is not a valid regexp.
 func FailNth(pattern string, n int, output string) Fault {
-	return Fault{kind: faultFail, re: compilePattern(pattern), n: max(n, 1), output: output}
+	return Fault{kind: faultFail, re: compilePattern(pattern), n: max(n, 1), output: output, status: 1}
 }
 
 // FailAlways makes every command matching pattern fail like FailNth.
 func FailAlways(pattern, output string) Fault {
-	return Fault{kind: faultFail, re: compilePattern(pattern), output: output}
+	return Fault{kind: faultFail, re: compilePattern(pattern), output: output, status: 1}
+}
+
+// AnswerNth makes the n-th (1-based) command matching pattern print
+// output on stdout (lines ending in CRLF) with the given exit status,
+// without executing it. With status 0 it fakes a command that claims
+// success but did nothing, or a print whose output is odd. It panics if
+// pattern is not a valid regexp.
+func AnswerNth(pattern string, n int, output string, status int) Fault {
+	return Fault{kind: faultFail, re: compilePattern(pattern), n: max(n, 1), output: output, status: status}
 }
 
 // Latency makes commands matching pattern wait d before running. The
@@ -95,6 +105,7 @@ type faultPlan struct {
 	latency time.Duration // sum of every matching Latency
 	hang    bool
 	fail    *string // output of the first failing fault
+	status  int     // its exit status
 	drop    bool
 }
 
@@ -119,7 +130,7 @@ func (s *Server) planFaults(line string) faultPlan {
 		case faultFail:
 			if hit && p.fail == nil {
 				out := f.output
-				p.fail = &out
+				p.fail, p.status = &out, f.status
 			}
 		case faultDrop:
 			if hit {

@@ -436,6 +436,24 @@ func (c cmpCond) eval(p props) bool {
 	}
 }
 
+// onlyKey reports whether every comparison in c is about key, so that c
+// can be evaluated on that property alone.
+func onlyKey(c cond, key string) bool {
+	switch c := c.(type) {
+	case allCond:
+		return true
+	case notCond:
+		return onlyKey(c.c, key)
+	case andCond:
+		return onlyKey(c.a, key) && onlyKey(c.b, key)
+	case orCond:
+		return onlyKey(c.a, key) && onlyKey(c.b, key)
+	case cmpCond:
+		return c.key == key
+	}
+	return false
+}
+
 // parseCond parses a condition up to the end of the line, or up to stop
 // (']' inside [find]). It returns nil for an empty condition.
 func (sc *scanner) parseCond(m *menu, stop byte) (cond, error) {

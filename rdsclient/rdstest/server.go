@@ -54,7 +54,12 @@ type options struct {
 type Option func(*options)
 
 // WithDataDir keeps the disks' backing files under dir instead of a
-// temporary directory. The Server does not remove dir on Close.
+// temporary directory. The Server does not remove dir on Close. The disk
+// table is saved in dir after every change (in .rdstest-state.json,
+// which /file print does not show), so a Server started later on the same
+// dir has the same disks, as a device keeps its disks across a restart;
+// pools still come from the options. Only one Server may use dir at a
+// time.
 func WithDataDir(dir string) Option { return func(o *options) { o.dataDir = dir } }
 
 // WithPool adds a storage pool (a btrfs mount point named name) with the
@@ -165,9 +170,18 @@ func NewServer(opts ...Option) (*Server, error) {
 		}
 		s.ownsDataDir = true
 	}
+	s.st.durable = !s.ownsDataDir
 	if err := s.st.init(s.dataDir, o.pools); err != nil {
 		s.removeDataDir()
 		return nil, err
+	}
+	missing, err := s.st.load()
+	if err != nil {
+		s.removeDataDir()
+		return nil, err
+	}
+	for _, slot := range missing {
+		s.log.Warn("rdstest: disk restored without its backing file", "slot", slot)
 	}
 
 	s.sshConfig = &ssh.ServerConfig{
@@ -520,7 +534,7 @@ func (s *Server) run(ctx context.Context, c *serverConn, line string) (result, b
 		return result{}, false
 	}
 	if plan.fail != nil {
-		return result{stdout: consoleText(*plan.fail), status: 1}, true
+		return result{stdout: consoleText(*plan.fail), status: plan.status}, true
 	}
 	res := s.execute(line, c.width)
 	res.drop = plan.drop

@@ -65,6 +65,9 @@ type state struct {
 	// test that changes files behind the fake's back sees pool usage
 	// catch up at the next change.
 	usedMemo map[*pool]int64
+	// durable makes save fsync; a temporary data directory, removed on
+	// Close, does not need it.
+	durable bool
 }
 
 // forget drops cached pool usage after the files changed.
@@ -382,9 +385,9 @@ func (st *state) removeFiles(names []string) error {
 }
 
 func (st *state) addForeign(f ForeignDisk) error {
-	defer st.forget()
 	st.mu.Lock()
 	defer st.mu.Unlock()
+	defer st.forget() // under st.mu: runs before the unlock
 	if f.Slot == "" || st.diskBySlot(f.Slot) != nil {
 		return fmt.Errorf("%w: slot %q empty or taken", ErrInvalidOption, f.Slot)
 	}
@@ -404,7 +407,7 @@ func (st *state) addForeign(f ForeignDisk) error {
 		}
 	}
 	st.disks = append(st.disks, d)
-	return nil
+	return st.save()
 }
 
 // diskItem returns the properties /disk print shows for d, in the device's
