@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -97,7 +98,9 @@ func TestChaos(t *testing.T) {
 	}
 	var hostFiles []string
 	filepath.WalkDir(e.rds.DataDir(), func(p string, d fs.DirEntry, err error) error {
-		if err == nil && !d.IsDir() {
+		// Dot files are the fake's own bookkeeping (its state file);
+		// backing files are named pvc-... and snap-....
+		if err == nil && !d.IsDir() && !strings.HasPrefix(d.Name(), ".") {
 			hostFiles = append(hostFiles, p)
 		}
 		return nil

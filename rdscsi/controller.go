@@ -36,6 +36,7 @@ type controllerOptions struct {
 	nvmePort    int
 	defaultSize int64
 	nodeLookup  NodeLookup
+	maxPerNode  int
 	topology    map[string]string
 	now         func() time.Time
 }
@@ -91,6 +92,16 @@ func WithNodeLookup(f NodeLookup) ControllerOption {
 	return func(o *controllerOptions) { o.nodeLookup = f }
 }
 
+// WithMaxVolumesPerNode makes ControllerPublishVolume refuse, with
+// ResourceExhausted, to publish a volume to a node that already has n
+// volumes published (0, the default, sets no limit). Set it to the
+// max_volumes_per_node the nodes report (WithMaxVolumes), so that the limit
+// holds even for a CO that does not enforce it. The Attachments must then
+// implement NodeAttachments, as *attach.Manager does.
+func WithMaxVolumesPerNode(n int) ControllerOption {
+	return func(o *controllerOptions) { o.maxPerNode = n }
+}
+
 // WithAccessibleTopology declares the topology segments from which the
 // RDS is reachable. Volumes then carry it as their accessible topology,
 // and requests requiring other segments fail.
@@ -123,6 +134,9 @@ type ControllerServer struct {
 	disks       Disks
 	attachments Attachments
 	opts        controllerOptions
+	// nodeLocks orders the count-then-attach of publishes to one node
+	// when a per-node limit is set; other nodes are not held up.
+	nodeLocks keyedMutex
 }
 
 // NewControllerServer returns a ControllerServer managing disks through
@@ -163,6 +177,12 @@ func NewControllerServer(disks Disks, attachments Attachments, opts ...Controlle
 	o.defaultSize = rdsclient.RoundUpSize(o.defaultSize)
 	if o.nodeLookup == nil {
 		return nil, errorf(ErrInvalidArgument, "nil NodeLookup")
+	}
+	if o.maxPerNode < 0 {
+		return nil, errorf(ErrInvalidArgument, "max volumes per node %d is negative", o.maxPerNode)
+	}
+	if _, ok := attachments.(NodeAttachments); o.maxPerNode > 0 && !ok {
+		return nil, errorf(ErrInvalidArgument, "a per-node volume limit needs Attachments that implement NodeAttachments")
 	}
 	return &ControllerServer{disks: disks, attachments: attachments, opts: o}, nil
 }
@@ -556,6 +576,11 @@ func (c *ControllerServer) publish(ctx context.Context, req *csi.ControllerPubli
 		return nil, errorf(ErrInvalidArgument, "node ID is required")
 	case req.GetVolumeCapability() == nil:
 		return nil, errorf(ErrInvalidArgument, "volume capability is required")
+	case req.GetReadonly():
+		// PUBLISH_READONLY is not advertised, so a CO must send false;
+		// refused rather than ignored, so nobody gets write access they
+		// did not ask for.
+		return nil, errorf(ErrInvalidArgument, "readonly publish is not supported; use a read-only access mode or a read-only NodePublishVolume")
 	}
 	block, err := checkCapability(req.GetVolumeCapability())
 	if err != nil {
@@ -597,6 +622,13 @@ func (c *ControllerServer) publish(ctx context.Context, req *csi.ControllerPubli
 		c.opts.recorder.AttachmentConflict(ctx)
 		return nil, errorf(ErrAlreadyExists, "volume %s is published to node %q as %s, requested %s", vid, nid, a.Mode, mode)
 	}
+	if c.opts.maxPerNode > 0 {
+		unlock := c.nodeLocks.lock(nid)
+		defer unlock()
+		if err := c.checkNodeLimit(vid, nid); err != nil {
+			return nil, err
+		}
+	}
 	// Attach errors name the nodes holding the volume, as the spec asks
 	// for FailedPrecondition.
 	if err := c.attachments.Attach(ctx, attach.Request{VolumeID: vid, NodeID: nid, Mode: mode, MigrationTimeout: p.migrationTimeout}); err != nil {
@@ -610,6 +642,18 @@ func (c *ControllerServer) publish(ctx context.Context, req *csi.ControllerPubli
 	p.addTunables(pc)
 	c.opts.logger.InfoContext(ctx, "volume published", slog.String("volume", vid), slog.String("node", nid))
 	return pc, nil
+}
+
+// checkNodeLimit refuses a new publish to a node at its volume limit. A
+// volume already published there is a retry and always passes.
+func (c *ControllerServer) checkNodeLimit(vid, nid string) error {
+	if a, ok := c.attachments.Get(vid); ok && slices.Contains(a.Nodes, nid) {
+		return nil
+	}
+	if n := len(c.attachments.(NodeAttachments).ListByNode(nid)); n >= c.opts.maxPerNode {
+		return errorf(ErrResourceExhausted, "node %q already has %d volumes published, the limit", clipInput(nid), n)
+	}
+	return nil
 }
 
 // ControllerUnpublishVolume implements csi.ControllerServer.

@@ -506,12 +506,11 @@ func TestPublishUnpublish(t *testing.T) {
 	if a, ok := e.manager.Get(v.VolumeId); !ok || !slices.Equal(a.Nodes, []string{"node-a"}) {
 		t.Errorf("attachment %+v", a)
 	}
-	// Readonly is accepted (the node mounts read-only).
+	// Readonly is refused: PUBLISH_READONLY is not advertised, and the
+	// flag could not be compared on retries (TestPublishReadonlyRefused).
 	_, err := e.cc.ControllerPublishVolume(ctx, &csi.ControllerPublishVolumeRequest{
 		VolumeId: v.VolumeId, NodeId: "node-a", VolumeCapability: ctrlTestRWO, VolumeContext: v.VolumeContext, Readonly: true})
-	if err != nil {
-		t.Errorf("readonly publish: %v", err)
-	}
+	ctrlTestCode(t, err, codes.InvalidArgument)
 
 	_, err = pub("node-b", ctrlTestRWO)
 	ctrlTestCode(t, err, codes.FailedPrecondition)

@@ -50,11 +50,66 @@
 // implementation (attach.Manager): single-node access modes attach
 // exclusively; MULTI_NODE_MULTI_WRITER is accepted for raw block volumes
 // only and allows a second node for the duration of a live migration,
-// bounded by the StorageClass migrationTimeoutSeconds.
+// bounded by the StorageClass migrationTimeoutSeconds. A node that does
+// not exist (WithNodeLookup) is NotFound; a node at its volume limit
+// (WithMaxVolumesPerNode) is ResourceExhausted. PUBLISH_READONLY is not
+// offered, so a readonly ControllerPublishVolume is refused. Without
+// Attachments the server offers no publish RPCs and the node connects
+// from the volume context alone.
+//
+// # Servers and capabilities
+//
+// IdentityServer answers GetPluginInfo, GetPluginCapabilities and Probe
+// (WithController probes the RDS; a failed probe is Unavailable).
+// ControllerServer and NodeServer advertise only the capabilities their
+// configuration can serve: publish RPCs only with Attachments, topology
+// only when it is configured.
+//
+// NodeServer connects volumes through a Connector: NewNVMeConnector drives
+// nvme-cli and resolves the device by NQN through sysfs on every call;
+// rdstest.LoopConnector attaches the fake's backing files to loop devices
+// for tests and simulation. NodeStageVolume formats a device only when the
+// probe definitively reports it blank (a flaky probe is retried, then
+// fails closed) and writes a stage record (NQN, device identity, file
+// system UUID) so that another device is refused on a later stage or
+// publish; raw block volumes are bind-mounted from the device node.
+// NodeUnstageVolume succeeds only once the volume is unmounted and its
+// device is gone. NodeGetVolumeStats, NodeExpandVolume and NodeGetInfo
+// (topology, max_volumes_per_node from WithMaxVolumes) complete the
+// service.
+//
+// # Health
+//
+// CSI 1.13 reports volume health through dedicated RPCs:
+// ControllerGetVolumeHealth and ControllerListVolumeHealth compare each
+// disk with the device (not exported, backing file missing, size
+// mismatch), and NodeGetVolumeHealth checks the staged device and mounts
+// on the node.
+//
+// # Interceptors
+//
+// LoggingInterceptor logs requests and failures through log/slog after
+// every csi_secret field has been replaced by StrippedSecret;
+// MetricsInterceptor reports each RPC to a metrics.Recorder; and
+// SerializeInterceptor lets one RPC at a time work on a volume or snapshot
+// (CreateVolume on the ID its name maps to): a concurrent call on the same
+// ID gets Aborted at once. NodeServer also serializes its own volume RPCs,
+// so it is safe even without the interceptor.
 //
 // # Errors
 //
 // Handlers return Go errors wrapping the sentinels of this package,
-// rdsclient and attach; Status is the single place that turns them into
-// gRPC codes.
+// rdsclient and attach; Status (through Code) is the single place that
+// turns them into gRPC codes:
+//
+//	invalid argument (rdscsi, rdsclient, attach)     InvalidArgument
+//	not found (volume, snapshot, node, disk)         NotFound
+//	exists with other parameters                     AlreadyExists
+//	pool full, node at its limit                     ResourceExhausted
+//	RDS unreachable, closed client, device not ready Unavailable
+//	context deadline                                 DeadlineExceeded
+//	attach conflict, migration limit or timeout,
+//	disk in use, wrong device, not connected         FailedPrecondition
+//	concurrent operation, bad pagination token       Aborted
+//	unexpected RDS output, anything unknown          Internal
 package rdscsi

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log"
+	"strings"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
 
@@ -111,4 +112,33 @@ func ExampleVolumeIDForName() {
 	// Output:
 	// pvc-3f1c2a9e-8d47-4b6e-9a51-0c2d7e6f4b13
 	// true true
+}
+
+// Requests are logged only through SanitizedJSON, which strips every
+// field the CSI spec marks as a secret and keeps the keys visible.
+func ExampleSanitizedJSON() {
+	req := &csi.NodeStageVolumeRequest{
+		VolumeId: "pvc-3f1c2a9e-8d47-4b6e-9a51-0c2d7e6f4b13",
+		Secrets:  map[string]string{"password": "hunter2"},
+	}
+	// protojson varies its spacing on purpose, so look for the parts.
+	out := rdscsi.SanitizedJSON(req)
+	fmt.Println("secret shown:", strings.Contains(out, "hunter2"))
+	fmt.Println("key kept:", strings.Contains(out, `"password"`))
+	fmt.Println("volume shown:", strings.Contains(out, req.VolumeId))
+	// Output:
+	// secret shown: false
+	// key kept: true
+	// volume shown: true
+}
+
+// Code shows the gRPC code a CO sees for an error class.
+func ExampleCode() {
+	fmt.Println(rdscsi.Code(fmt.Errorf("creating disk: %w", rdsclient.ErrNoSpace)))
+	fmt.Println(rdscsi.Code(fmt.Errorf("publish: %w", attach.ErrMigrationLimit)))
+	fmt.Println(rdscsi.Code(rdscsi.ErrAborted))
+	// Output:
+	// ResourceExhausted
+	// FailedPrecondition
+	// Aborted
 }

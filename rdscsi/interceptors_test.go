@@ -243,6 +243,18 @@ func TestSerializeKeys(t *testing.T) {
 		{vol, "/csi.v1.Node/NodePublishVolume", &csi.NodePublishVolumeRequest{VolumeId: vol}, true},
 		{vol, "/csi.v1.Node/NodeExpandVolume", &csi.NodeExpandVolumeRequest{VolumeId: vol}, true},
 		{vol, "/csi.v1.Node/NodeGetVolumeStats", &csi.NodeGetVolumeStatsRequest{VolumeId: vol}, true},
+		{vol, "/csi.v1.Node/NodeUnpublishVolume", &csi.NodeUnpublishVolumeRequest{VolumeId: vol}, true},
+		{vol, "/csi.v1.Node/NodeGetVolumeHealth", &csi.NodeGetVolumeHealthRequest{VolumeId: vol}, true},
+		{vol, "/csi.v1.Controller/DeleteVolume", &csi.DeleteVolumeRequest{VolumeId: vol}, true},
+		{vol, "/csi.v1.Controller/ControllerPublishVolume", &csi.ControllerPublishVolumeRequest{VolumeId: vol}, true},
+		{vol, "/csi.v1.Controller/ControllerUnpublishVolume", &csi.ControllerUnpublishVolumeRequest{VolumeId: vol}, true},
+		{vol, "/csi.v1.Controller/ControllerExpandVolume", &csi.ControllerExpandVolumeRequest{VolumeId: vol}, true},
+		{vol, "/csi.v1.Controller/ValidateVolumeCapabilities", &csi.ValidateVolumeCapabilitiesRequest{VolumeId: vol}, true},
+		{vol, "/csi.v1.Controller/ControllerGetVolumeHealth", &csi.ControllerGetVolumeHealthRequest{VolumeId: vol}, true},
+		{vol, "/csi.v1.Controller/CreateVolume", &csi.CreateVolumeRequest{Name: "clone", VolumeContentSource: &csi.VolumeContentSource{
+			Type: &csi.VolumeContentSource_Volume{Volume: &csi.VolumeContentSource_VolumeSource{VolumeId: vol}}}}, true},
+		{snap, "/csi.v1.Controller/CreateVolume", &csi.CreateVolumeRequest{Name: "restore", VolumeContentSource: &csi.VolumeContentSource{
+			Type: &csi.VolumeContentSource_Snapshot{Snapshot: &csi.VolumeContentSource_SnapshotSource{SnapshotId: snap}}}}, true},
 		{vol, "/csi.v1.Controller/ControllerGetVolume", &csi.ControllerGetVolumeRequest{VolumeId: vol}, true},
 		{vol, "/csi.v1.Controller/CreateSnapshot", &csi.CreateSnapshotRequest{Name: "other", SourceVolumeId: vol}, true},
 		{snap, "/csi.v1.Controller/CreateSnapshot", &csi.CreateSnapshotRequest{Name: "s", SourceVolumeId: "pvc-other"}, true},

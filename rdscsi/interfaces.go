@@ -33,6 +33,13 @@ type Attachments interface {
 	Get(volumeID string) (attach.Attachment, bool)
 }
 
+// NodeAttachments is implemented by Attachments that can list the volumes
+// attached to a node; *attach.Manager does. WithMaxVolumesPerNode needs
+// it.
+type NodeAttachments interface {
+	ListByNode(nodeID string) []attach.Attachment
+}
+
 // NodeLookup reports whether a node exists. It returns an error when it
 // cannot tell.
 type NodeLookup func(ctx context.Context, nodeID string) (bool, error)

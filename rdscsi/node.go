@@ -284,24 +284,21 @@ func nodeTarget(volumeID string, publish, volume map[string]string) (Target, err
 			return t, err
 		}
 	}
-	for _, tun := range []struct {
-		key string
-		min int
-		dst *int
-	}{
-		{ParamCtrlLossTmo, -1, &t.CtrlLossTmo},
-		{ParamReconnectDelay, 1, &t.ReconnectDelay},
-		{ParamKeepAliveTmo, 1, &t.KeepAliveTmo},
+	for key, dst := range map[string]*int{
+		ParamCtrlLossTmo:    &t.CtrlLossTmo,
+		ParamReconnectDelay: &t.ReconnectDelay,
+		ParamKeepAliveTmo:   &t.KeepAliveTmo,
 	} {
-		v := get(tun.key)
+		v := get(key)
 		if v == "" {
 			continue
 		}
-		s, err := checkSeconds(tun.key, v, tun.min)
+		// The same bounds the controller applied to the StorageClass.
+		s, err := checkSeconds(key, v, tunableMin[key])
 		if err != nil {
 			return t, err
 		}
-		*tun.dst, _ = strconv.Atoi(s)
+		*dst, _ = strconv.Atoi(s)
 	}
 	return t, nil
 }

@@ -34,9 +34,10 @@ type volumeParams struct {
 	volumePath string // absolute directory on a pool, e.g. /storage-pool/k8s
 	address    string
 	port       int
-	// Tunables passed through to the node; "" when not set.
-	ctrlLossTmo, reconnectDelay, keepAliveTmo string
-	migrationTimeout                          time.Duration
+	// tunables holds the NVMe/TCP settings passed through to the node, in
+	// canonical form, keyed by parameter name; unset ones are absent.
+	tunables         map[string]string
+	migrationTimeout time.Duration
 }
 
 // pool is the pool (mount point) holding the volume directory.
@@ -51,46 +52,97 @@ func poolOf(p string) string {
 	return p
 }
 
-// parseVolumeParams validates StorageClass parameters, filling in the
-// controller defaults. Unknown keys are refused so that a typo in a
-// StorageClass fails loudly instead of being ignored.
-func (o *controllerOptions) parseVolumeParams(params map[string]string) (volumeParams, error) {
+// tunableMin is the smallest accepted value of each NVMe/TCP tunable, in
+// seconds (ctrlLossTmo -1 retries forever). The controller validates
+// parameters and the node validates contexts against this one table.
+var tunableMin = map[string]int{
+	ParamCtrlLossTmo:    -1,
+	ParamReconnectDelay: 1,
+	ParamKeepAliveTmo:   1,
+}
+
+// paramSetters validates one parameter into volumeParams. It is the only
+// description of the keys, shared by StorageClass parameters and the
+// volume context read back on publish, so the two cannot drift apart.
+var paramSetters = map[string]func(p *volumeParams, v string) error{
+	ParamVolumePath: func(p *volumeParams, v string) (err error) {
+		p.volumePath, err = checkVolumePath(v)
+		return err
+	},
+	ParamNVMeAddress: func(p *volumeParams, v string) (err error) {
+		p.address, err = checkAddress(v)
+		return err
+	},
+	ParamNVMePort: func(p *volumeParams, v string) (err error) {
+		p.port, err = checkPort(v)
+		return err
+	},
+	ParamCtrlLossTmo:    setTunable(ParamCtrlLossTmo),
+	ParamReconnectDelay: setTunable(ParamReconnectDelay),
+	ParamKeepAliveTmo:   setTunable(ParamKeepAliveTmo),
+	ParamMigrationTimeout: func(p *volumeParams, v string) (err error) {
+		p.migrationTimeout, err = checkMigrationTimeout(v)
+		return err
+	},
+}
+
+func setTunable(key string) func(p *volumeParams, v string) error {
+	return func(p *volumeParams, v string) error {
+		s, err := checkSeconds(key, v, tunableMin[key])
+		if err != nil {
+			return err
+		}
+		if p.tunables == nil {
+			p.tunables = map[string]string{}
+		}
+		p.tunables[key] = s
+		return nil
+	}
+}
+
+// parseParams fills the controller defaults and applies m through
+// paramSetters. strict refuses keys outside the table (StorageClass
+// parameters, so that a typo fails loudly); otherwise they are skipped
+// (a volume context, to which a CO may add its own keys). Keys with the
+// CO's reserved prefix are always skipped.
+func (o *controllerOptions) parseParams(m map[string]string, strict bool) (volumeParams, error) {
 	p := volumeParams{
 		volumePath: o.volumePath,
 		address:    o.nvmeAddress,
 		port:       o.nvmePort,
 	}
-	for k, v := range params {
-		if strings.HasPrefix(k, reservedPrefix) {
-			continue
+	for k, v := range m {
+		set, known := paramSetters[k]
+		switch {
+		case known:
+			if err := set(&p, v); err != nil {
+				return volumeParams{}, err
+			}
+		case strict && !strings.HasPrefix(k, reservedPrefix):
+			return volumeParams{}, errorf(ErrInvalidArgument, "unknown parameter %q", clipInput(k))
 		}
-		var err error
-		switch k {
-		case ParamVolumePath:
-			p.volumePath, err = checkVolumePath(v)
-		case ParamNVMeAddress:
-			p.address, err = checkAddress(v)
-		case ParamNVMePort:
-			p.port, err = checkPort(v)
-		case ParamCtrlLossTmo:
-			p.ctrlLossTmo, err = checkSeconds(k, v, -1)
-		case ParamReconnectDelay:
-			p.reconnectDelay, err = checkSeconds(k, v, 1)
-		case ParamKeepAliveTmo:
-			p.keepAliveTmo, err = checkSeconds(k, v, 1)
-		case ParamMigrationTimeout:
-			p.migrationTimeout, err = checkMigrationTimeout(v)
-		default:
-			err = errorf(ErrInvalidArgument, "unknown parameter %q", clipInput(k))
-		}
-		if err != nil {
-			return volumeParams{}, err
-		}
+	}
+	return p, nil
+}
+
+// parseVolumeParams validates StorageClass parameters, filling in the
+// controller defaults. Unknown keys are refused.
+func (o *controllerOptions) parseVolumeParams(params map[string]string) (volumeParams, error) {
+	p, err := o.parseParams(params, true)
+	if err != nil {
+		return volumeParams{}, err
 	}
 	if p.volumePath == "" {
 		return volumeParams{}, errorf(ErrInvalidArgument, "parameter %s is not set and the controller has no default", ParamVolumePath)
 	}
 	return p, nil
+}
+
+// parseVolumeContext reads back a volume context given to
+// ControllerPublishVolume. Unknown keys are ignored (a CO may add its
+// own); known ones are validated because they reach the node.
+func (o *controllerOptions) parseVolumeContext(vc map[string]string) (volumeParams, error) {
+	return o.parseParams(vc, false)
 }
 
 // requireAddress fails when no NVMe/TCP address is known: a volume
@@ -118,45 +170,9 @@ func (p volumeParams) volumeContext(nqn string, port int) map[string]string {
 }
 
 func (p volumeParams) addTunables(c map[string]string) {
-	for k, v := range map[string]string{
-		ParamCtrlLossTmo:    p.ctrlLossTmo,
-		ParamReconnectDelay: p.reconnectDelay,
-		ParamKeepAliveTmo:   p.keepAliveTmo,
-	} {
-		if v != "" {
-			c[k] = v
-		}
+	for k, v := range p.tunables {
+		c[k] = v
 	}
-}
-
-// parseVolumeContext reads back a volume context given to
-// ControllerPublishVolume. Unknown keys are ignored (a CO may add its
-// own); known ones are validated because they reach the node.
-func (o *controllerOptions) parseVolumeContext(vc map[string]string) (volumeParams, error) {
-	p := volumeParams{address: o.nvmeAddress, port: o.nvmePort, volumePath: o.volumePath}
-	var err error
-	for k, v := range vc {
-		switch k {
-		case ParamVolumePath:
-			p.volumePath, err = checkVolumePath(v)
-		case ParamNVMeAddress:
-			p.address, err = checkAddress(v)
-		case ParamNVMePort:
-			p.port, err = checkPort(v)
-		case ParamCtrlLossTmo:
-			p.ctrlLossTmo, err = checkSeconds(k, v, -1)
-		case ParamReconnectDelay:
-			p.reconnectDelay, err = checkSeconds(k, v, 1)
-		case ParamKeepAliveTmo:
-			p.keepAliveTmo, err = checkSeconds(k, v, 1)
-		case ParamMigrationTimeout:
-			p.migrationTimeout, err = checkMigrationTimeout(v)
-		}
-		if err != nil {
-			return volumeParams{}, err
-		}
-	}
-	return p, nil
 }
 
 // snapshotParams are the VolumeSnapshotClass parameters.

@@ -60,10 +60,46 @@ func (l *VolumeLocks) Len() int {
 	return len(l.held)
 }
 
+// keyedMutex is a set of blocking locks keyed by string, for short
+// critical sections on one key; entries are dropped when unused.
+type keyedMutex struct {
+	mu    sync.Mutex
+	locks map[string]*keyedEntry
+}
+
+type keyedEntry struct {
+	mu   sync.Mutex
+	refs int
+}
+
+// lock blocks until key is free and returns its release.
+func (k *keyedMutex) lock(key string) (unlock func()) {
+	k.mu.Lock()
+	if k.locks == nil {
+		k.locks = map[string]*keyedEntry{}
+	}
+	e := k.locks[key]
+	if e == nil {
+		e = &keyedEntry{}
+		k.locks[key] = e
+	}
+	e.refs++
+	k.mu.Unlock()
+	e.mu.Lock()
+	return func() {
+		e.mu.Unlock()
+		k.mu.Lock()
+		if e.refs--; e.refs == 0 {
+			delete(k.locks, key)
+		}
+		k.mu.Unlock()
+	}
+}
+
 // SerializeInterceptor returns an interceptor that lets at most one RPC
 // at a time operate on a volume or snapshot, and the lock table it uses.
 // A concurrent call on a busy key gets Aborted. Keys are: the volume ID a
-// CreateVolume name maps to, volume_id, the snapshot ID a CreateSnapshot
+// CreateVolume name maps to plus its content source, volume_id, the snapshot ID a CreateSnapshot
 // name maps to plus its source volume, and snapshot_id. Listing RPCs take
 // no lock.
 func SerializeInterceptor() (grpc.UnaryServerInterceptor, *VolumeLocks) {
@@ -90,7 +126,14 @@ func lockKeys(method string, req any) []string {
 		if r.GetName() == "" {
 			return nil
 		}
-		return []string{VolumeIDForName(r.GetName())}
+		keys := []string{VolumeIDForName(r.GetName())}
+		// A clone or restore also holds its source, so the source is not
+		// deleted or resized while it is copied.
+		src := r.GetVolumeContentSource()
+		if id := src.GetVolume().GetVolumeId() + src.GetSnapshot().GetSnapshotId(); id != "" && id != keys[0] {
+			keys = append(keys, id)
+		}
+		return keys
 	case *csi.CreateSnapshotRequest:
 		var keys []string
 		if r.GetName() != "" {

@@ -1,0 +1,96 @@
+package rdscsi
+
+import (
+	"errors"
+	"reflect"
+	"testing"
+	"time"
+)
+
+// TestParamsOneTable proves that StorageClass parameters, the volume
+// context read back on publish and the node's target parsing agree on
+// every key: the same values pass, the same values fail.
+func TestParamsOneTable(t *testing.T) {
+	o := &controllerOptions{volumePath: "/storage-pool/k8s", nvmeAddress: "10.0.0.5", nvmePort: DefaultNVMePort}
+	cases := []struct {
+		key        string
+		good, bad  string
+		nodeReads  bool // the node parses this key into its Target
+		wantParams func(volumeParams) bool
+	}{
+		{ParamVolumePath, "/storage-pool/other", "relative/path", false, func(p volumeParams) bool { return p.volumePath == "/storage-pool/other" }},
+		{ParamNVMeAddress, "rds.example.net", "bad host!", true, func(p volumeParams) bool { return p.address == "rds.example.net" }},
+		{ParamNVMePort, "4421", "0", true, func(p volumeParams) bool { return p.port == 4421 }},
+		{ParamCtrlLossTmo, "-1", "-2", true, func(p volumeParams) bool { return p.tunables[ParamCtrlLossTmo] == "-1" }},
+		{ParamReconnectDelay, "05", "0", true, func(p volumeParams) bool { return p.tunables[ParamReconnectDelay] == "5" }},
+		{ParamKeepAliveTmo, "10", "soon", true, func(p volumeParams) bool { return p.tunables[ParamKeepAliveTmo] == "10" }},
+		{ParamMigrationTimeout, "120", "0", false, func(p volumeParams) bool { return p.migrationTimeout == 120*time.Second }},
+	}
+	if len(cases) != len(paramSetters) {
+		t.Fatalf("%d keys tested, %d in paramSetters", len(cases), len(paramSetters))
+	}
+	for _, tc := range cases {
+		if _, ok := paramSetters[tc.key]; !ok {
+			t.Errorf("%s missing from paramSetters", tc.key)
+		}
+		for name, parse := range map[string]func(map[string]string) (volumeParams, error){
+			"parameters": o.parseVolumeParams,
+			"context":    o.parseVolumeContext,
+		} {
+			p, err := parse(map[string]string{tc.key: tc.good})
+			if err != nil || !tc.wantParams(p) {
+				t.Errorf("%s %s=%q: %+v, %v", name, tc.key, tc.good, p, err)
+			}
+			if _, err := parse(map[string]string{tc.key: tc.bad}); !errors.Is(err, ErrInvalidArgument) {
+				t.Errorf("%s %s=%q accepted: %v", name, tc.key, tc.bad, err)
+			}
+		}
+		if tc.nodeReads {
+			vc := map[string]string{ParamNVMeAddress: "10.0.0.5", tc.key: tc.bad}
+			if _, err := nodeTarget("pvc-3f1c2a9e-8d47-4b6e-9a51-0c2d7e6f4b13", nil, vc); !errors.Is(err, ErrInvalidArgument) {
+				t.Errorf("node accepted %s=%q: %v", tc.key, tc.bad, err)
+			}
+		}
+	}
+
+	// Unknown keys: refused in a StorageClass, ignored in a context; the
+	// CO's reserved keys are ignored by both.
+	if _, err := o.parseVolumeParams(map[string]string{"fsType": "xfs"}); !errors.Is(err, ErrInvalidArgument) {
+		t.Errorf("unknown parameter accepted: %v", err)
+	}
+	if _, err := o.parseVolumeContext(map[string]string{"fsType": "xfs", ContextNQN: "x"}); err != nil {
+		t.Errorf("context with foreign keys refused: %v", err)
+	}
+	for name, parse := range map[string]func(map[string]string) (volumeParams, error){
+		"parameters": o.parseVolumeParams, "context": o.parseVolumeContext,
+	} {
+		if _, err := parse(map[string]string{"csi.storage.k8s.io/pvc/name": "data"}); err != nil {
+			t.Errorf("%s: reserved key refused: %v", name, err)
+		}
+	}
+}
+
+// TestParamsRoundTrip: what the controller stores in the volume context is
+// read back as the same parameters, and the node connects with the same
+// settings.
+func TestParamsRoundTrip(t *testing.T) {
+	o := &controllerOptions{volumePath: "/storage-pool/k8s", nvmeAddress: "10.0.0.5", nvmePort: DefaultNVMePort}
+	p, err := o.parseVolumeParams(map[string]string{
+		ParamVolumePath: "/storage-pool/other", ParamNVMeAddress: "rds.example.net", ParamNVMePort: "4421",
+		ParamCtrlLossTmo: "-1", ParamReconnectDelay: "5", ParamKeepAliveTmo: "10", ParamMigrationTimeout: "120",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := "pvc-3f1c2a9e-8d47-4b6e-9a51-0c2d7e6f4b13"
+	vc := p.volumeContext(NQN(id), p.port)
+	back, err := o.parseVolumeContext(vc)
+	if err != nil || !reflect.DeepEqual(back, p) {
+		t.Errorf("read back %+v, %v; want %+v", back, err, p)
+	}
+	tgt, err := nodeTarget(id, nil, vc)
+	want := Target{Address: "rds.example.net", Port: 4421, NQN: NQN(id), CtrlLossTmo: -1, ReconnectDelay: 5, KeepAliveTmo: 10}
+	if err != nil || tgt != want {
+		t.Errorf("node target %+v, %v; want %+v", tgt, err, want)
+	}
+}
