@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -58,7 +59,7 @@ func startPlugin(t *testing.T) (endpoint, metricsURL string) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	var logs bytes.Buffer
+	var logs syncBuffer
 	ready := make(chan string, 1)
 	exited := make(chan error, 1)
 	go func() {
@@ -189,5 +190,58 @@ func TestBadEndpoint(t *testing.T) {
 	err := run(ctx, []string{"--endpoint", "unix://" + filepath.Join(t.TempDir(), "absent.sock"), "--step-timeout", "2s"}, &out)
 	if err == nil || !strings.Contains(err.Error(), "GetPluginInfo") {
 		t.Fatalf("got %v, want a GetPluginInfo failure", err)
+	}
+}
+
+// syncBuffer is a bytes.Buffer the log reader and the test may use at once.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) WriteString(v string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.b.WriteString(v)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// The default work directory is removed without descending into it: a
+// file left inside (as a volume still mounted there would show) stays.
+func TestRemoveWorkDirIsNotRecursive(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "work")
+	for _, d := range []string{"staging", "target"} {
+		if err := os.MkdirAll(filepath.Join(dir, d), 0o750); err != nil {
+			t.Fatal(err)
+		}
+	}
+	kept := filepath.Join(dir, "target", "hello.txt")
+	if err := os.WriteFile(kept, []byte("volume data"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	removeWorkDir(dir, &out)
+	if _, err := os.Stat(kept); err != nil {
+		t.Fatalf("a file under the target path was removed: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "staging")); !os.IsNotExist(err) {
+		t.Errorf("empty staging path not removed: %v", err)
+	}
+	if !strings.Contains(out.String(), "left "+filepath.Join(dir, "target")) {
+		t.Errorf("output does not say what was left: %q", out.String())
+	}
+
+	if err := os.Remove(kept); err != nil {
+		t.Fatal(err)
+	}
+	out.Reset()
+	removeWorkDir(dir, &out)
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Errorf("empty work directory not removed: %v (%s)", err, out.String())
 	}
 }

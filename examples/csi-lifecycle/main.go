@@ -6,8 +6,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 	"time"
 
@@ -55,7 +57,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		if err != nil {
 			return err
 		}
-		defer os.RemoveAll(d)
+		defer removeWorkDir(d, out)
 		o.workDir = d
 	}
 	conn, err := grpc.NewClient(*endpoint, grpc.WithTransportCredentials(insecure.NewCredentials()))
@@ -64,4 +66,15 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	}
 	defer conn.Close()
 	return lifecycle(ctx, conn, o, out)
+}
+
+// removeWorkDir removes the staging and target paths and the directory,
+// never recursively: if a failed cleanup left a volume mounted there, a
+// recursive removal would delete the volume's files through the mount.
+func removeWorkDir(dir string, out io.Writer) {
+	for _, p := range []string{filepath.Join(dir, "target"), filepath.Join(dir, "staging"), dir} {
+		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			fmt.Fprintf(out, "  left %s in place: %v\n", p, err)
+		}
+	}
 }

@@ -140,13 +140,19 @@ func TestChooseExporters(t *testing.T) {
 		{"prometheus only", nil, ":9090", false, "", ""},
 		{"endpoint", []string{"OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"}, "", true, protoHTTP, ""},
 		{"metrics endpoint grpc", []string{"OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "http://c:4317", "OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"}, "", true, protoGRPC, ""},
-		{"signal protocol wins", []string{"OTEL_EXPORTER_OTLP_ENDPOINT", "x", "OTEL_EXPORTER_OTLP_PROTOCOL", "grpc", "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", "http/protobuf"}, "", true, protoHTTP, ""},
+		{"signal protocol wins", []string{"OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4317", "OTEL_EXPORTER_OTLP_PROTOCOL", "grpc", "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", "http/protobuf"}, "", true, protoHTTP, ""},
 		{"forced otlp", []string{"OTEL_METRICS_EXPORTER", "otlp"}, "", true, protoHTTP, ""},
 		{"none beats endpoint", []string{"OTEL_METRICS_EXPORTER", "none", "OTEL_EXPORTER_OTLP_ENDPOINT", "x"}, "", false, "", ""},
 		{"prometheus listed", []string{"OTEL_METRICS_EXPORTER", "prometheus,otlp"}, ":9090", true, protoHTTP, ""},
 		{"prometheus without address", []string{"OTEL_METRICS_EXPORTER", "prometheus"}, "", false, "", "--metrics-address is empty"},
 		{"unknown exporter", []string{"OTEL_METRICS_EXPORTER", "zipkin"}, "", false, "", `unsupported exporter "zipkin"`},
-		{"json protocol", []string{"OTEL_EXPORTER_OTLP_ENDPOINT", "x", "OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"}, "", false, "", `unsupported protocol "http/json"`},
+		{"https endpoint", []string{"OTEL_EXPORTER_OTLP_ENDPOINT", "https://c.example:4318", "OTEL_METRIC_EXPORT_INTERVAL", "5000", "OTEL_METRIC_EXPORT_TIMEOUT", "1000"}, "", true, protoHTTP, ""},
+		{"endpoint without scheme", []string{"OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4317"}, "", false, "", `OTEL_EXPORTER_OTLP_ENDPOINT: want a URL`},
+		{"metrics endpoint without host", []string{"OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "http:///v1/metrics"}, "", false, "", `OTEL_EXPORTER_OTLP_METRICS_ENDPOINT: want a URL`},
+		{"unix endpoint", []string{"OTEL_EXPORTER_OTLP_ENDPOINT", "unix:///run/otel.sock"}, "", false, "", `OTEL_EXPORTER_OTLP_ENDPOINT: want a URL`},
+		{"interval with unit", []string{"OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318", "OTEL_METRIC_EXPORT_INTERVAL", "10s"}, "", false, "", `OTEL_METRIC_EXPORT_INTERVAL: want a positive number of milliseconds, got "10s"`},
+		{"zero timeout", []string{"OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318", "OTEL_METRIC_EXPORT_TIMEOUT", "0"}, "", false, "", `OTEL_METRIC_EXPORT_TIMEOUT: want a positive number`},
+		{"json protocol", []string{"OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318", "OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"}, "", false, "", `unsupported protocol "http/json"`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -236,6 +242,54 @@ func TestREADMEEmbedSnippet(t *testing.T) {
 	for l := range strings.SplitSeq(code, "\n") {
 		if l = strings.TrimSpace(l); l != "" && !have[l] {
 			t.Errorf("README line not in Example_embed: %s", l)
+		}
+	}
+}
+
+// Every flag, without exception, can be set from its RDS_CSI_* variable.
+func TestEveryFlagHasEnvironmentFallback(t *testing.T) {
+	samples := map[string]string{
+		"endpoint": "unix:///tmp/env.sock", "mode": "controller", "node-id": "env-node",
+		"driver-name": "env.csi.example.com", "rds-address": "10.0.0.9", "rds-user": "csi",
+		"rds-key-file": "/etc/env/key", "rds-known-hosts": "/etc/env/known_hosts",
+		"rds-host-key": "ssh-ed25519 AAAA", "rds-dial-timeout": "3s", "volume-path": "/env-pool/k8s",
+		"state-file": "/var/lib/env/attachments.json", "node-state-dir": "/var/lib/env/node",
+		"metrics-address": ":9999", "log-format": "json", "log-level": "debug", "known-nodes": "a,b",
+		"nvme-address": "10.0.0.8", "simulate": "true", "simulate-dir": "/tmp/env-sim", "version": "true",
+	}
+	var all []string
+	newFlagSet(&config{}).VisitAll(func(f *flag.Flag) { all = append(all, f.Name) })
+	// Mutually exclusive flags go in separate rounds; --version ends
+	// parsing before validation, so it is alone.
+	rounds := [][]string{nil, {"rds-host-key", "rds-address", "rds-key-file"}, {"version"}}
+	for _, name := range all {
+		if _, ok := samples[name]; !ok {
+			t.Errorf("--%s has no sample value in this test", name)
+			continue
+		}
+		if name != "rds-host-key" && name != "version" {
+			rounds[0] = append(rounds[0], name)
+		}
+	}
+	for _, round := range rounds {
+		var env []string
+		for _, name := range round {
+			env = append(env, envName(name), samples[name])
+		}
+		c, err := parseConfig(nil, envOf(env...))
+		if err != nil {
+			t.Fatalf("environment %v: %v", env, err)
+		}
+		for _, name := range round {
+			if c.src(name) != envName(name) {
+				t.Errorf("--%s was not taken from %s", name, envName(name))
+			}
+		}
+		if c.version {
+			continue
+		}
+		if c.nodeID != "env-node" && c.rdsHostKey == "" {
+			t.Errorf("node ID %q, want env-node", c.nodeID)
 		}
 	}
 }

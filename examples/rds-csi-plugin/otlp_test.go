@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -135,12 +136,31 @@ func (s *otlpSink) waitGauge(t *testing.T, name string, want int64, timeout time
 // standard OpenTelemetry variables ask for it, with the resource
 // attributes a collector needs.
 func TestOTLPExport(t *testing.T) {
-	want := versionOf(t)
-	for _, protocol := range []string{protoGRPC, protoHTTP} {
-		t.Run(protocol, func(t *testing.T) {
+	ver := versionOf(t)
+	cases := []struct {
+		name     string
+		protocol string
+		// env builds the endpoint variables from the receiver's address.
+		env         func(addr string) []string
+		serviceName string
+	}{
+		{"grpc", protoGRPC, func(addr string) []string {
+			return []string{"OTEL_EXPORTER_OTLP_ENDPOINT=http://" + addr, "OTEL_EXPORTER_OTLP_PROTOCOL=grpc"}
+		}, serviceName},
+		{"http", protoHTTP, func(addr string) []string {
+			return []string{"OTEL_EXPORTER_OTLP_ENDPOINT=http://" + addr, "OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf"}
+		}, serviceName},
+		// The per-signal endpoint is used as is (with its path), the
+		// protocol defaults to http/protobuf, and OTEL_SERVICE_NAME wins.
+		{"http metrics endpoint", protoHTTP, func(addr string) []string {
+			return []string{"OTEL_EXPORTER_OTLP_METRICS_ENDPOINT=http://" + addr + "/v1/metrics", "OTEL_SERVICE_NAME=rds-csi-lab"}
+		}, "rds-csi-lab"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
 			sink := newOTLPSink()
-			var endpoint string
-			if protocol == protoGRPC {
+			var addr string
+			if tc.protocol == protoGRPC {
 				l, err := net.Listen("tcp", "127.0.0.1:0")
 				if err != nil {
 					t.Fatal(err)
@@ -149,32 +169,31 @@ func TestOTLPExport(t *testing.T) {
 				colmetricspb.RegisterMetricsServiceServer(gs, sink)
 				go gs.Serve(l)
 				t.Cleanup(gs.Stop)
-				endpoint = "http://" + l.Addr().String()
+				addr = l.Addr().String()
 			} else {
 				hs := httptest.NewServer(sink)
 				t.Cleanup(hs.Close)
-				endpoint = hs.URL
+				addr = hs.Listener.Addr().String()
 			}
 
 			dir := t.TempDir()
-			s := startServing(t, []string{
-				"OTEL_EXPORTER_OTLP_ENDPOINT=" + endpoint,
-				"OTEL_EXPORTER_OTLP_PROTOCOL=" + protocol,
+			env := append(tc.env(addr),
 				"OTEL_METRIC_EXPORT_INTERVAL=200",
 				"OTEL_RESOURCE_ATTRIBUTES=deployment.environment.name=otlp-test",
-			}, "--simulate", "--mode", "controller", "--node-id", "n1", "--log-format", "json",
+			)
+			s := startServing(t, env, "--simulate", "--mode", "controller", "--node-id", "n1", "--log-format", "json",
 				"--endpoint", "unix://"+filepath.Join(dir, "csi.sock"))
 
-			sink.waitGauge(t, otlpActiveGauge, 0, 15*time.Second)
+			sink.waitGauge(t, otlpActiveGauge, 0, 30*time.Second)
 			ctrl := csi.NewControllerClient(s.conn)
-			vol := createVolume(t, ctrl, "otlp-"+filepath.Base(protocol))
+			vol := createVolume(t, ctrl, "otlp-"+strings.ReplaceAll(tc.name, " ", "-"))
 			if _, err := publish(t, ctrl, vol, "n1"); err != nil {
 				t.Fatalf("ControllerPublishVolume: %v", err)
 			}
-			p := sink.waitGauge(t, otlpActiveGauge, 1, 15*time.Second)
+			p := sink.waitGauge(t, otlpActiveGauge, 1, 30*time.Second)
 			for k, v := range map[string]string{
-				"service.name":                serviceName,
-				"service.version":             want,
+				"service.name":                tc.serviceName,
+				"service.version":             ver,
 				"deployment.environment.name": "otlp-test",
 				"telemetry.sdk.language":      "go",
 			} {

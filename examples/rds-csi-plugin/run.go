@@ -25,11 +25,24 @@ import (
 // otherwise the module version from the build info is used.
 var version = ""
 
-// Shutdown bounds.
+// errStoppedDuringStartup wraps the error of a startup that SIGTERM or
+// SIGINT cut short; main exits 0 for it.
+var errStoppedDuringStartup = errors.New("stopped during startup")
+
+// Shutdown bounds. Together they keep the exit within 5 s of SIGTERM, well
+// inside Kubernetes' default 30 s grace period: an RPC cut short is retried
+// by the CO (every CSI call is idempotent), a hung one must not hold the
+// pod.
 const (
-	gracePeriod  = 10 * time.Second // in-flight RPCs may finish within this
-	flushTimeout = 5 * time.Second  // final metrics export
+	gracePeriod  = 2500 * time.Millisecond // in-flight RPCs may finish within this
+	flushTimeout = 1 * time.Second         // final metrics export
 )
+
+// lockWait bounds how long startup waits for the attachment state's lock.
+// A process killed a moment ago (crash loop, kill -9 then restart) may
+// still hold it until the kernel has reaped it; a second live plugin on
+// the same --state-file holds it for good and gets a clear error.
+const lockWait = 5 * time.Second
 
 func buildVersion() string {
 	if version != "" {
@@ -52,11 +65,18 @@ type plugin struct {
 	runDone chan struct{} // closed when the Manager's Run returns
 	rec     *metrics.OTel
 	events  *eventForwarder
+	serving bool // startup succeeded: a final metrics export is worth it
 }
 
 // run is the whole program: it returns when ctx ends (SIGTERM, SIGINT) or
 // on a fatal error, which main prints as one line.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) (err error) {
+	serving := false
+	defer func() {
+		if err != nil && !serving && ctx.Err() != nil {
+			err = fmt.Errorf("%w: %w", errStoppedDuringStartup, err)
+		}
+	}()
 	c, err := parseConfig(args, getenv)
 	if errors.Is(err, errHelp) {
 		usage(stdout)
@@ -142,6 +162,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(lis) }()
 	p.tel.serve()
+	p.serving, serving = true, true
 
 	attrs := []any{"version", ver, "mode", c.mode, "endpoint", c.endpoint, "node_id", c.nodeID}
 	if p.tel.metricsAddr != "" {
@@ -151,9 +172,16 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		attrs = append(attrs, "otlp_protocol", p.tel.otlp)
 	}
 	if p.sim != nil {
-		attrs = append(attrs, "simulated_rds", p.sim.srv.Addr())
+		attrs = append(attrs, "simulated_rds", p.sim.srv.Addr(), "simulate_dir", p.sim.dir)
+	}
+	if p.store != nil {
+		attrs = append(attrs, "state_file", c.stateFile)
 	}
 	logger.Info("rds-csi-plugin: serving", attrs...)
+	if p.sim != nil && p.sim.tempDir && p.store != nil && c.source["state-file"] != "" {
+		// The attachments outlive the process, the fake's disks do not.
+		logger.Warn("simulate: the simulated RDS's disks are lost on exit while --state-file keeps their attachments; use --simulate-dir to keep both")
+	}
 
 	select {
 	case <-ctx.Done():
@@ -194,7 +222,7 @@ func (p *plugin) openAttachments(ctx context.Context, c *config, logger *slog.Lo
 	if err := os.MkdirAll(filepath.Dir(c.stateFile), 0o750); err != nil {
 		return fmt.Errorf("%s: %w", c.src("state-file"), err)
 	}
-	if p.store, err = attach.NewFileStore(c.stateFile, attach.WithFileLogger(logger.With("component", "attach"))); err != nil {
+	if p.store, err = openStore(ctx, c.stateFile, logger); err != nil {
 		return fmt.Errorf("%s: %w", c.src("state-file"), err)
 	}
 	p.manager, err = attach.NewManager(ctx, p.store,
@@ -212,6 +240,31 @@ func (p *plugin) openAttachments(ctx context.Context, c *config, logger *slog.Lo
 		}
 	}()
 	return nil
+}
+
+// openStore opens the FileStore at path, waiting up to lockWait while
+// another process holds its lock.
+func openStore(ctx context.Context, path string, logger *slog.Logger) (*attach.FileStore, error) {
+	logger = logger.With("component", "attach")
+	deadline := time.Now().Add(lockWait)
+	for logged := false; ; {
+		store, err := attach.NewFileStore(path, attach.WithFileLogger(logger))
+		if !errors.Is(err, attach.ErrLocked) {
+			return store, err
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("%w (is another rds-csi-plugin using it? waited %v)", err, lockWait)
+		}
+		if !logged {
+			logger.Warn("attach: state file locked by another process, waiting", "path", path, "max_wait", lockWait)
+			logged = true
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%w (gave up: %w)", err, context.Cause(ctx))
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
 
 // dial connects to the real RDS (with cfg) or the simulated one within
@@ -329,9 +382,17 @@ func (c *config) nvmeAddressFor(sim *simulation) string {
 func (p *plugin) close(logger *slog.Logger) error {
 	var errs []error
 	if p.tel != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), flushTimeout)
-		if err := p.tel.shutdown(ctx); err != nil {
-			errs = append(errs, err)
+		// A collector that is down must not turn a clean stop into a
+		// failure: the metrics are lost either way, the state is not.
+		// After a failed startup there is nothing worth exporting, and the
+		// startup error must stay the only line.
+		timeout := flushTimeout
+		if !p.serving {
+			timeout = 0
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		if err := p.tel.shutdown(ctx); err != nil && p.serving {
+			logger.Warn("rds-csi-plugin: final metrics export failed", "err", err)
 		}
 		cancel()
 	}
@@ -366,6 +427,8 @@ func (p *plugin) close(logger *slog.Logger) error {
 	err := errors.Join(errs...)
 	if err != nil {
 		logger.Warn("rds-csi-plugin: shutdown", "err", err)
+	} else if p.serving {
+		logger.Info("rds-csi-plugin: stopped")
 	}
 	return err
 }

@@ -7,8 +7,11 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"slices"
+	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -83,6 +86,9 @@ func chooseExporters(getenv func(string) string, metricsAddress string) (exporte
 	if !ch.otlp {
 		return ch, nil
 	}
+	if err := checkOTLPEnv(getenv); err != nil {
+		return ch, err
+	}
 	ch.protocol = protoHTTP // the OpenTelemetry specification's default
 	for _, name := range []string{"OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"} {
 		if v := strings.TrimSpace(getenv(name)); v != "" {
@@ -96,6 +102,33 @@ func chooseExporters(getenv func(string) string, metricsAddress string) (exporte
 	return ch, nil
 }
 
+// checkOTLPEnv rejects OTLP settings the SDK would only log about before
+// silently exporting elsewhere or at its default pace: an endpoint without
+// an http(s) scheme ("collector:4317" sends to localhost) and an export
+// interval or timeout that is not a positive number of milliseconds.
+func checkOTLPEnv(getenv func(string) string) error {
+	for _, name := range []string{"OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"} {
+		v := strings.TrimSpace(getenv(name))
+		if v == "" {
+			continue
+		}
+		u, err := url.Parse(v)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return fmt.Errorf("%s: want a URL such as http://collector:4317 (grpc) or http://collector:4318 (http/protobuf), got %q", name, v)
+		}
+	}
+	for _, name := range []string{"OTEL_METRIC_EXPORT_INTERVAL", "OTEL_METRIC_EXPORT_TIMEOUT"} {
+		v := strings.TrimSpace(getenv(name))
+		if v == "" {
+			continue
+		}
+		if ms, err := strconv.Atoi(v); err != nil || ms <= 0 {
+			return fmt.Errorf("%s: want a positive number of milliseconds, got %q", name, v)
+		}
+	}
+	return nil
+}
+
 // startTelemetry builds the MeterProvider with a Prometheus reader when
 // --metrics-address is set and an OTLP periodic reader when the
 // environment asks for one, and starts serving /metrics.
@@ -104,12 +137,15 @@ func startTelemetry(ctx context.Context, c *config, getenv func(string) string, 
 	if err != nil {
 		return nil, err
 	}
-	// Errors of background exports (collector down, ...) go to our log
-	// instead of the SDK's default stderr logger.
+	// Building the resource reports some malformed OTEL_RESOURCE_ATTRIBUTES
+	// only through the global error handler: collect those and fail.
+	var resErrs []error
+	var resMu sync.Mutex
 	otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) {
-		logger.Warn("opentelemetry export error", "err", err)
+		resMu.Lock()
+		resErrs = append(resErrs, err)
+		resMu.Unlock()
 	}))
-
 	res, err := resource.New(ctx,
 		resource.WithAttributes(
 			attribute.String("service.name", serviceName),
@@ -118,8 +154,16 @@ func startTelemetry(ctx context.Context, c *config, getenv func(string) string, 
 		resource.WithFromEnv(), // OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES
 		resource.WithTelemetrySDK(),
 	)
+	resMu.Lock()
+	err = errors.Join(append(resErrs, err)...)
+	resMu.Unlock()
+	// Errors of background exports (collector down, ...) go to our log
+	// instead of the SDK's default stderr logger.
+	otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) {
+		logger.Warn("opentelemetry export error", "err", err)
+	}))
 	if err != nil {
-		return nil, fmt.Errorf("opentelemetry resource (check OTEL_RESOURCE_ATTRIBUTES): %w", err)
+		return nil, fmt.Errorf("OTEL_RESOURCE_ATTRIBUTES: %s", oneLine(err))
 	}
 
 	t := &telemetry{serveErr: make(chan error, 1)}
@@ -169,6 +213,11 @@ func startTelemetry(ctx context.Context, c *config, getenv func(string) string, 
 
 	t.mp = sdkmetric.NewMeterProvider(opts...)
 	return t, nil
+}
+
+// oneLine joins the lines of a joined error with "; ".
+func oneLine(err error) string {
+	return strings.ReplaceAll(err.Error(), "\n", "; ")
 }
 
 // serve starts answering /metrics on the listener bound by startTelemetry.
