@@ -170,7 +170,6 @@ func NewServer(opts ...Option) (*Server, error) {
 		}
 		s.ownsDataDir = true
 	}
-	s.st.durable = !s.ownsDataDir
 	if err := s.st.init(s.dataDir, o.pools); err != nil {
 		s.removeDataDir()
 		return nil, err

@@ -65,9 +65,6 @@ type state struct {
 	// test that changes files behind the fake's back sees pool usage
 	// catch up at the next change.
 	usedMemo map[*pool]int64
-	// durable makes save fsync; a temporary data directory, removed on
-	// Close, does not need it.
-	durable bool
 }
 
 // forget drops cached pool usage after the files changed.
