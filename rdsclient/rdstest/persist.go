@@ -42,6 +42,9 @@ type savedDisk struct {
 // process, not a power cut, and an fsync per command would make the fake
 // slower than the code it tests.
 func (st *state) save() error {
+	if !st.persist {
+		return nil
+	}
 	s := savedState{Version: stateVersion, Disks: []savedDisk{}}
 	for _, d := range st.disks {
 		if d.pool != nil {

@@ -170,6 +170,9 @@ func NewServer(opts ...Option) (*Server, error) {
 		}
 		s.ownsDataDir = true
 	}
+	// Only a caller's directory can outlive this Server; a temporary one
+	// is removed on Close, so saving the disk table there is wasted work.
+	s.st.persist = !s.ownsDataDir
 	if err := s.st.init(s.dataDir, o.pools); err != nil {
 		s.removeDataDir()
 		return nil, err

@@ -65,6 +65,8 @@ type state struct {
 	// test that changes files behind the fake's back sees pool usage
 	// catch up at the next change.
 	usedMemo map[*pool]int64
+	// persist makes save write the disk table to the data directory.
+	persist bool
 }
 
 // forget drops cached pool usage after the files changed.
