@@ -186,3 +186,16 @@ func TestBenchmarkBaselineMatches(t *testing.T) {
 		t.Errorf("commands differ:\n csi:    %v\n direct: %v", viaCSI, direct)
 	}
 }
+
+// BenchmarkEmptyRPC is the floor of one unary RPC over the same unix socket
+// and interceptor chain: GetPluginInfo does no I/O.
+func BenchmarkEmptyRPC(b *testing.B) {
+	e := newCtrlTestEnv(b, ctrlTestConfig{})
+	ctx := context.Background()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := e.ic.GetPluginInfo(ctx, &csi.GetPluginInfoRequest{}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
