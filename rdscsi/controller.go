@@ -325,11 +325,13 @@ func (c *ControllerServer) createVolume(ctx context.Context, req *csi.CreateVolu
 		SizeBytes: size,
 		Export:    &rdsclient.NVMeExport{Port: p.port, NQN: NQN(id)},
 	}
-	if src.id == "" {
-		d, err = c.disks.CreateDisk(ctx, spec)
-	} else {
-		d, err = c.disks.CopyDisk(ctx, src.id, spec)
+	create := func() (rdsclient.Disk, error) {
+		if src.id == "" {
+			return c.disks.CreateDisk(ctx, spec)
+		}
+		return c.disks.CopyDisk(ctx, src.id, spec)
 	}
+	d, err = create()
 	if errors.Is(err, rdsclient.ErrExists) {
 		// Created meanwhile, or by an earlier attempt whose answer was
 		// lost: what is on the device decides.
@@ -337,7 +339,18 @@ func (c *ControllerServer) createVolume(ctx context.Context, req *csi.CreateVolu
 		if err2 == nil {
 			return c.existingVolume(d2, id, p, src.id, required, limit)
 		}
-		return nil, err
+		if !errors.Is(err2, rdsclient.ErrNotFound) {
+			return nil, err2
+		}
+		// No disk, yet something is in the way: a backing file left by
+		// an attempt that died between creating the file and the disk,
+		// or by a deletion that removed the disk but not its file. Such
+		// a file is named after this volume ID and used by no disk, so
+		// no volume's data is in it; remove it and try once more.
+		if err2 := c.removeOrphanFiles(ctx, id); err2 != nil {
+			return nil, err2
+		}
+		d, err = create()
 	}
 	if err != nil {
 		return nil, err

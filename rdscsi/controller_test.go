@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -863,5 +864,37 @@ func TestVolumeIDShape(t *testing.T) {
 		if rdscsi.IsVolumeID(bad) {
 			t.Errorf("%q accepted", bad)
 		}
+	}
+}
+
+// TestCreateVolumeOverOrphanFile: a backing file left behind by an attempt
+// that died before its disk was added must not make every retry fail with
+// AlreadyExists, and a file a disk still uses must never be removed.
+func TestCreateVolumeOverOrphanFile(t *testing.T) {
+	e := newCtrlTestEnv(t, ctrlTestConfig{})
+	ctx := context.Background()
+	id := rdscsi.VolumeIDForName("orphaned")
+	orphan := filepath.Join(e.rds.DataDir(), "storage-pool", "k8s", id+".img")
+	if err := os.MkdirAll(filepath.Dir(orphan), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(orphan, []byte("left by a crashed attempt"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r, err := e.cc.CreateVolume(ctx, ctrlTestCreateReq("orphaned", 64<<20))
+	if err != nil {
+		t.Fatalf("CreateVolume over an orphan file: %v", err)
+	}
+	d, err := e.client.Disk(ctx, r.Volume.VolumeId)
+	if err != nil || d.SizeBytes != 64<<20 {
+		t.Fatalf("disk after create: %+v, %v", d, err)
+	}
+	// The new disk's file is in use now: creating again is idempotent and
+	// keeps it.
+	if _, err := e.cc.CreateVolume(ctx, ctrlTestCreateReq("orphaned", 64<<20)); err != nil {
+		t.Fatalf("idempotent create: %v", err)
+	}
+	if fi, err := os.Stat(orphan); err != nil || fi.Size() != 64<<20 {
+		t.Fatalf("backing file after idempotent create: %v, %v", fi, err)
 	}
 }
