@@ -142,10 +142,15 @@ type CommandError struct {
 	Class      error
 }
 
+// Error names the class, the command, the exit status and the first
+// part of what RouterOS printed.
 func (e *CommandError) Error() string {
 	msg := e.Stderr
 	if msg == "" {
 		msg = e.Stdout
+	}
+	if trimOutput(msg) == "" {
+		msg = "(no output)"
 	}
 	return fmt.Sprintf("%v: %q (exit status %d): %s", e.Class, e.Command, e.ExitStatus, trimOutput(msg))
 }
