@@ -2,6 +2,7 @@ package rdscsi_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -64,22 +65,7 @@ func BenchmarkCreateDelete(b *testing.B) {
 		e.rds.ResetCommands()
 		b.ResetTimer()
 		for i := 0; i < b.N; i++ {
-			id := rdscsi.VolumeIDForName(fmt.Sprintf("bench-%d", i))
-			if _, err := e.client.Disk(ctx, id); err == nil {
-				b.Fatal("disk exists")
-			}
-			if _, err := e.client.CreateDisk(ctx, rdsclient.DiskSpec{
-				Slot:      id,
-				FilePath:  ctrlTestVolumePath + "/" + id + ".img",
-				SizeBytes: size,
-				Export:    &rdsclient.NVMeExport{Port: rdscsi.DefaultNVMePort, NQN: rdscsi.NQN(id)},
-			}); err != nil {
-				b.Fatal(err)
-			}
-			if _, err := e.client.Disk(ctx, id); err != nil {
-				b.Fatal(err)
-			}
-			if err := e.client.DeleteDisk(ctx, id); err != nil {
+			if err := ctrlTestDirectCreateDelete(ctx, e.client, fmt.Sprintf("bench-%d", i), size); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -128,22 +114,7 @@ func ctrlTestInterleave(b *testing.B, e *ctrlTestEnv) {
 		mid := time.Now()
 		viaGRPC += mid.Sub(start)
 
-		id := rdscsi.VolumeIDForName(fmt.Sprintf("bench-direct-%d", i))
-		if _, err := e.client.Disk(ctx, id); err == nil {
-			b.Fatal("disk exists")
-		}
-		if _, err := e.client.CreateDisk(ctx, rdsclient.DiskSpec{
-			Slot:      id,
-			FilePath:  ctrlTestVolumePath + "/" + id + ".img",
-			SizeBytes: size,
-			Export:    &rdsclient.NVMeExport{Port: rdscsi.DefaultNVMePort, NQN: rdscsi.NQN(id)},
-		}); err != nil {
-			b.Fatal(err)
-		}
-		if _, err := e.client.Disk(ctx, id); err != nil {
-			b.Fatal(err)
-		}
-		if err := e.client.DeleteDisk(ctx, id); err != nil {
+		if err := ctrlTestDirectCreateDelete(ctx, e.client, fmt.Sprintf("bench-direct-%d", i), size); err != nil {
 			b.Fatal(err)
 		}
 		direct += time.Since(mid)
@@ -173,12 +144,7 @@ func TestBenchmarkBaselineMatches(t *testing.T) {
 	ctrlTestMust(e.cc.DeleteVolume(ctx, &csi.DeleteVolumeRequest{VolumeId: r.Volume.VolumeId}))(t)
 	viaCSI := verbs()
 
-	id := rdscsi.VolumeIDForName("baseline-direct")
-	e.client.Disk(ctx, id)
-	ctrlTestMust(e.client.CreateDisk(ctx, rdsclient.DiskSpec{Slot: id, FilePath: ctrlTestVolumePath + "/" + id + ".img", SizeBytes: 16 << 20,
-		Export: &rdsclient.NVMeExport{Port: rdscsi.DefaultNVMePort, NQN: rdscsi.NQN(id)}}))(t)
-	ctrlTestMust(e.client.Disk(ctx, id))(t)
-	if err := e.client.DeleteDisk(ctx, id); err != nil {
+	if err := ctrlTestDirectCreateDelete(ctx, e.client, "baseline-direct", 16<<20); err != nil {
 		t.Fatal(err)
 	}
 	direct := verbs()
@@ -198,4 +164,27 @@ func BenchmarkEmptyRPC(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// ctrlTestDirectCreateDelete makes, through rdsclient alone, the calls the
+// controller makes for CreateVolume(name) and DeleteVolume: look the disk
+// up, create it, read it back, delete it. TestBenchmarkBaselineMatches
+// checks that both send the same commands.
+func ctrlTestDirectCreateDelete(ctx context.Context, c *rdsclient.Client, name string, size int64) error {
+	id := rdscsi.VolumeIDForName(name)
+	if _, err := c.Disk(ctx, id); !errors.Is(err, rdsclient.ErrNotFound) {
+		return fmt.Errorf("disk %s before create: %v", id, err)
+	}
+	if _, err := c.CreateDisk(ctx, rdsclient.DiskSpec{
+		Slot:      id,
+		FilePath:  ctrlTestVolumePath + "/" + id + ".img",
+		SizeBytes: size,
+		Export:    &rdsclient.NVMeExport{Port: rdscsi.DefaultNVMePort, NQN: rdscsi.NQN(id)},
+	}); err != nil {
+		return err
+	}
+	if _, err := c.Disk(ctx, id); err != nil {
+		return err
+	}
+	return c.DeleteDisk(ctx, id)
 }

@@ -196,6 +196,25 @@ func (n *NodeServer) lock(volumeID string) (unlock func(), err error) {
 
 // ---- request parsing ----
 
+// beginPathOp validates the volume ID and one path of an unstage or
+// unpublish request, in the order the CSI spec expects errors (missing
+// fields first), and takes the volume's lock.
+func (n *NodeServer) beginPathOp(id, pathName, p string) (clean string, unlock func(), err error) {
+	if id == "" {
+		return "", nil, errorf(ErrInvalidArgument, "volume ID is required")
+	}
+	if clean, err = requirePath(pathName, p); err != nil {
+		return "", nil, err
+	}
+	if err := checkVolumeID(id); err != nil {
+		return "", nil, err
+	}
+	if unlock, err = n.lock(id); err != nil {
+		return "", nil, err
+	}
+	return clean, unlock, nil
+}
+
 // nodeCapability is a validated VolumeCapability.
 type nodeCapability struct {
 	block      bool
@@ -643,17 +662,7 @@ func (n *NodeServer) NodeUnstageVolume(ctx context.Context, req *csi.NodeUnstage
 
 func (n *NodeServer) unstage(ctx context.Context, req *csi.NodeUnstageVolumeRequest) error {
 	id := req.GetVolumeId()
-	if id == "" {
-		return errorf(ErrInvalidArgument, "volume ID is required")
-	}
-	staging, err := requirePath("staging target path", req.GetStagingTargetPath())
-	if err != nil {
-		return err
-	}
-	if err := checkVolumeID(id); err != nil {
-		return err
-	}
-	unlock, err := n.lock(id)
+	staging, unlock, err := n.beginPathOp(id, "staging target path", req.GetStagingTargetPath())
 	if err != nil {
 		return err
 	}
@@ -963,17 +972,7 @@ func (n *NodeServer) NodeUnpublishVolume(ctx context.Context, req *csi.NodeUnpub
 
 func (n *NodeServer) unpublish(ctx context.Context, req *csi.NodeUnpublishVolumeRequest) error {
 	id := req.GetVolumeId()
-	if id == "" {
-		return errorf(ErrInvalidArgument, "volume ID is required")
-	}
-	targetPath, err := requirePath("target path", req.GetTargetPath())
-	if err != nil {
-		return err
-	}
-	if err := checkVolumeID(id); err != nil {
-		return err
-	}
-	unlock, err := n.lock(id)
+	targetPath, unlock, err := n.beginPathOp(id, "target path", req.GetTargetPath())
 	if err != nil {
 		return err
 	}

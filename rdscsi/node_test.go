@@ -473,11 +473,12 @@ func TestNodeRequestValidation(t *testing.T) {
 
 	stage := func(r *csi.NodeStageVolumeRequest) error { _, err := ns.NodeStageVolume(ctx, r); return err }
 	publish := func(r *csi.NodePublishVolumeRequest) error { _, err := ns.NodePublishVolume(ctx, r); return err }
-	cases := []struct {
+	type argCase struct {
 		name string
 		err  error
 		want codes.Code
-	}{
+	}
+	cases := []argCase{
 		{"stage no id", stage(&csi.NodeStageVolumeRequest{StagingTargetPath: staging, VolumeCapability: mcap, VolumeContext: vctx}), codes.InvalidArgument},
 		{"stage no staging", stage(&csi.NodeStageVolumeRequest{VolumeId: id, VolumeCapability: mcap, VolumeContext: vctx}), codes.InvalidArgument},
 		{"stage relative staging", stage(&csi.NodeStageVolumeRequest{VolumeId: id, StagingTargetPath: "rel", VolumeCapability: mcap, VolumeContext: vctx}), codes.InvalidArgument},
@@ -502,81 +503,33 @@ func TestNodeRequestValidation(t *testing.T) {
 		{"publish unstaged", publish(&csi.NodePublishVolumeRequest{VolumeId: id, TargetPath: target, StagingTargetPath: staging, VolumeCapability: mcap}), codes.FailedPrecondition},
 	}
 	_, err = ns.NodeUnpublishVolume(ctx, &csi.NodeUnpublishVolumeRequest{TargetPath: target})
-	cases = append(cases, struct {
-		name string
-		err  error
-		want codes.Code
-	}{"unpublish no id", err, codes.InvalidArgument})
+	cases = append(cases, argCase{"unpublish no id", err, codes.InvalidArgument})
 	_, err = ns.NodeUnpublishVolume(ctx, &csi.NodeUnpublishVolumeRequest{VolumeId: id})
-	cases = append(cases, struct {
-		name string
-		err  error
-		want codes.Code
-	}{"unpublish no target", err, codes.InvalidArgument})
+	cases = append(cases, argCase{"unpublish no target", err, codes.InvalidArgument})
 	_, err = ns.NodeUnstageVolume(ctx, &csi.NodeUnstageVolumeRequest{StagingTargetPath: staging})
-	cases = append(cases, struct {
-		name string
-		err  error
-		want codes.Code
-	}{"unstage no id", err, codes.InvalidArgument})
+	cases = append(cases, argCase{"unstage no id", err, codes.InvalidArgument})
 	_, err = ns.NodeUnstageVolume(ctx, &csi.NodeUnstageVolumeRequest{VolumeId: id})
-	cases = append(cases, struct {
-		name string
-		err  error
-		want codes.Code
-	}{"unstage no staging", err, codes.InvalidArgument})
+	cases = append(cases, argCase{"unstage no staging", err, codes.InvalidArgument})
 	for _, r := range []*csi.NodeGetVolumeStatsRequest{{VolumePath: target}, {VolumeId: id}} {
 		_, err := ns.NodeGetVolumeStats(ctx, r)
-		cases = append(cases, struct {
-			name string
-			err  error
-			want codes.Code
-		}{"stats missing field", err, codes.InvalidArgument})
+		cases = append(cases, argCase{"stats missing field", err, codes.InvalidArgument})
 	}
 	for _, p := range []string{"some/path", target} {
 		_, err := ns.NodeGetVolumeStats(ctx, &csi.NodeGetVolumeStatsRequest{VolumeId: id, VolumePath: p})
-		cases = append(cases, struct {
-			name string
-			err  error
-			want codes.Code
-		}{"stats unknown " + p, err, codes.NotFound})
+		cases = append(cases, argCase{"stats unknown " + p, err, codes.NotFound})
 		_, err = ns.NodeExpandVolume(ctx, &csi.NodeExpandVolumeRequest{VolumeId: id, VolumePath: p})
-		cases = append(cases, struct {
-			name string
-			err  error
-			want codes.Code
-		}{"expand unknown " + p, err, codes.NotFound})
+		cases = append(cases, argCase{"expand unknown " + p, err, codes.NotFound})
 	}
 	_, err = ns.NodeGetVolumeStats(ctx, &csi.NodeGetVolumeStatsRequest{VolumeId: "fake-vol-id-2", VolumePath: "some/path"})
-	cases = append(cases, struct {
-		name string
-		err  error
-		want codes.Code
-	}{"stats foreign id", err, codes.NotFound})
+	cases = append(cases, argCase{"stats foreign id", err, codes.NotFound})
 	_, err = ns.NodeExpandVolume(ctx, &csi.NodeExpandVolumeRequest{VolumePath: target})
-	cases = append(cases, struct {
-		name string
-		err  error
-		want codes.Code
-	}{"expand no id", err, codes.InvalidArgument})
+	cases = append(cases, argCase{"expand no id", err, codes.InvalidArgument})
 	_, err = ns.NodeExpandVolume(ctx, &csi.NodeExpandVolumeRequest{VolumeId: id})
-	cases = append(cases, struct {
-		name string
-		err  error
-		want codes.Code
-	}{"expand no path", err, codes.InvalidArgument})
+	cases = append(cases, argCase{"expand no path", err, codes.InvalidArgument})
 	_, err = ns.NodeGetVolumeHealth(ctx, &csi.NodeGetVolumeHealthRequest{})
-	cases = append(cases, struct {
-		name string
-		err  error
-		want codes.Code
-	}{"health no id", err, codes.InvalidArgument})
+	cases = append(cases, argCase{"health no id", err, codes.InvalidArgument})
 	_, err = ns.NodeGetVolumeHealth(ctx, &csi.NodeGetVolumeHealthRequest{VolumeId: id})
-	cases = append(cases, struct {
-		name string
-		err  error
-		want codes.Code
-	}{"health unknown", err, codes.NotFound})
+	cases = append(cases, argCase{"health unknown", err, codes.NotFound})
 
 	for _, c := range cases {
 		if got := status.Code(c.err); got != c.want {
