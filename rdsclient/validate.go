@@ -31,15 +31,12 @@ func quoteSlot(what, slot string) (string, error) { return quoted(what, slot, ro
 // checkFilePath accepts an absolute path inside a pool:
 // "/<pool>/<name>[/<name>...]".
 func checkFilePath(p string) error {
-	if err := routeros.ValidPath(p); err != nil {
+	pool, err := routeros.PoolOf(p)
+	if err != nil {
 		return invalidf("file path: %w", err)
 	}
-	pool, rest, ok := strings.Cut(p[1:], "/")
-	if !ok || rest == "" {
+	if len(p) <= len(pool)+2 {
 		return invalidf("file path %q: must be /<pool>/<file>", p)
-	}
-	if err := routeros.ValidPool(pool); err != nil {
-		return invalidf("file path %q: %w", p, err)
 	}
 	return nil
 }

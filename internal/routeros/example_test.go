@@ -52,8 +52,11 @@ func ExampleQuote() {
 }
 
 func ExampleFormatSize() {
-	b, _ := routeros.RoundUpMiB(1536*1024*1024 + 1)
-	s, _ := routeros.FormatSize(b)
+	s, _ := routeros.FormatSize(1537 << 20)
 	fmt.Println(s)
-	// Output: 1537M
+	g, _ := routeros.FormatSize(50 << 30)
+	fmt.Println(g)
+	// Output:
+	// 1537M
+	// 50G
 }

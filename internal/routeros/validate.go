@@ -180,13 +180,3 @@ func FormatSize(bytes int64) (string, error) {
 	}
 	return strconv.FormatInt(bytes/mib, 10) + "M", nil
 }
-
-// RoundUpMiB rounds a positive byte count up to a whole MiB, the unit
-// FormatSize can express exactly. Rounding down would create a disk
-// smaller than requested.
-func RoundUpMiB(bytes int64) (int64, error) {
-	if bytes <= 0 || bytes > (1<<63-1)-(mib-1) {
-		return 0, invalid("size", strconv.FormatInt(bytes, 10), "must be positive and fit an int64 once rounded")
-	}
-	return (bytes + mib - 1) / mib * mib, nil
-}

@@ -157,19 +157,6 @@ func TestFormatSize(t *testing.T) {
 	}
 }
 
-func TestRoundUpMiB(t *testing.T) {
-	for in, want := range map[int64]int64{1: 1 << 20, 1 << 20: 1 << 20, 1<<20 + 1: 2 << 20, 1536 << 20: 1536 << 20, 3<<29 + 7: 1537 << 20} {
-		if got, err := RoundUpMiB(in); err != nil || got != want {
-			t.Errorf("RoundUpMiB(%d) = %d, %v; want %d", in, got, err, want)
-		}
-	}
-	for _, in := range []int64{0, -1, 1<<63 - 1} {
-		if _, err := RoundUpMiB(in); !errors.Is(err, ErrInvalidValue) {
-			t.Errorf("RoundUpMiB(%d) err = %v", in, err)
-		}
-	}
-}
-
 func TestPoolOf(t *testing.T) {
 	if p, err := PoolOf("/storage-pool/k8s/x.img"); err != nil || p != "storage-pool" {
 		t.Errorf("PoolOf = %q, %v", p, err)
