@@ -306,13 +306,16 @@ func TestMonitorTraffic(t *testing.T) {
 	s := newServer(t)
 	c := dial(t, s, "")
 	ok(t, c, addDisk("pvc-1", "1G"))
-	s.SetTraffic("pvc-1", rdstest.Traffic{ReadOps: 1234, ReadBytes: 5 << 30, WriteOps: 7, WriteBytes: 4096, InFlightOps: 3, ReadRateBits: 1_500_000_000, WriteRateBits: 999})
+	s.SetTraffic("pvc-1", rdstest.Traffic{ReadOps: 1234, ReadBytes: 5 << 30, WriteOps: 7, WriteBytes: 4096, InFlightOps: 3, ReadRateBits: 1_500_000_000, WriteRateBits: 999,
+		ReadMerges: 98765, WriteMerges: 12, DiscardOps: 1_000_000, DiscardMerges: 5, DiscardBytes: 3 << 30, FlushOps: 4321})
 	out := ok(t, c, "/disk monitor-traffic pvc-1 once")
 	// Keys right-aligned past the longest key, values right-aligned to the
 	// longest value (5 368 709 120) plus one.
 	for _, kv := range [][2]string{
 		{"slot", "pvc-1"}, {"read-ops", "1 234"}, {"read-bytes", "5 368 709 120"}, {"read-rate", "1.5Gbps"},
 		{"write-rate", "999bps"}, {"in-flight-ops", "3"}, {"write-time", "0ms"},
+		{"read-merges", "98 765"}, {"write-merges", "12"}, {"discard-ops", "1 000 000"}, {"discard-merges", "5"},
+		{"discard-bytes", "3 221 225 472"}, {"discard-time", "0ms"}, {"flush-ops", "4 321"}, {"flush-time", "0ms"},
 	} {
 		if want := fmt.Sprintf("\r\n%22s:%14s\r\n", kv[0], kv[1]); !strings.Contains("\r\n"+out, want) {
 			t.Errorf("monitor lacks %q:\n%s", want, out)

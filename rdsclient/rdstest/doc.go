@@ -24,6 +24,20 @@
 // change and loaded by the next Server started on it, so disks survive a
 // restart as they do on a device.
 //
+// Hosts connected over NVMe/TCP are live state: ConnectInitiator and
+// DisconnectInitiator count them per exported NQN (LoopConnector does so
+// for the devices it attaches), Initiators reads the count. Removing a
+// disk a host still has connected fails with "failure: disk is in use",
+// the text reported for RDS (routeros.md §3.5, not yet seen). Connections
+// are never saved: Close forgets them and a restarted Server has none.
+//
+// Error texts printed as the device does: "failure: no such item",
+// "failure: not enough space", "failure: item with this name already
+// exists", "bad command name", "expected end of command", "syntax error",
+// "invalid value for argument", "input does not match any value of"
+// (documented); "failure: disk is in use" (reported, unverified). Every
+// other text below is the fake's choice.
+//
 // Device behaviour the fake had to choose where no capture exists:
 //
 //   - failure texts: "failure: file already exists" (file-path taken),
@@ -38,6 +52,13 @@
 //   - "failure: no such item" for a missing slot given by name (remove,
 //     set, monitor-traffic) and for copy-from with an empty [find];
 //     removing an empty [find] result is a silent no-op;
+//   - a set or remove naming several disks (a [find] matching several,
+//     or "a,b") checks every target first and changes none when one is
+//     refused, e.g. one of them is in use;
+//   - connections to a disk survive /disk set nvme-tcp-export=no and a
+//     change of its NQN (unverified): the disk stays in use until the
+//     hosts disconnect, by the NQN they connected to; connecting needs a
+//     disk currently exported with the NQN;
 //   - "input does not match any value of type" for a type other than file,
 //     "invalid value for argument <name>" for other bad values; "$"
 //     anywhere (a variable) is a syntax error and is never expanded; ";" is
@@ -53,7 +74,11 @@
 //     uses 4420 and nqn.2000-02.com.mikrotik:<slot>;
 //   - /file lists each pool as type=disk, directories as type=directory,
 //     files as "<ext> file"; /disk remove never deletes the backing file;
-//   - /disk monitor-traffic prints the keys of the capture; without once
+//   - /disk monitor-traffic prints the keys of the capture in its order
+//     plus the further keys routeros.md §3.9 names (read-merges,
+//     write-merges, discard-ops|merges|bytes|time, flush-ops|time), whose
+//     order is chosen: merges after a direction's ops-per-second, discard
+//     and flush after the write group; times are always 0ms; without once
 //     it prints one snapshot and keeps the session open, as the device
 //     streams;
 //   - plain print (without detail or terse) prints the detail format;

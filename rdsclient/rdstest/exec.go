@@ -532,6 +532,10 @@ func (s *Server) fileRemove(cmd *command) error {
 }
 
 // monitorTraffic prints one snapshot in the layout of routeros.md §3.9.
+// The keys of the capture keep its order; where the further keys sit in
+// the real output is not captured, so the fake chooses: merges after a
+// direction's per-second rate, as Linux disk statistics put merges after
+// operations, then the discard and flush groups after the write group.
 func (s *Server) monitorTraffic(cmd *command) (string, error) {
 	var target *disk
 	for _, a := range cmd.args {
@@ -560,14 +564,22 @@ func (s *Server) monitorTraffic(cmd *command) (string, error) {
 		{"slot", target.slot},
 		{"read-ops", groupInt(t.ReadOps)},
 		{"read-ops-per-second", groupInt(t.readOpsPerSec)},
+		{"read-merges", groupInt(t.ReadMerges)},
 		{"read-bytes", groupInt(t.ReadBytes)},
 		{"read-rate", formatRate(t.ReadRateBits)},
 		{"read-time", "0ms"},
 		{"write-ops", groupInt(t.WriteOps)},
 		{"write-ops-per-second", groupInt(t.writeOpsPerSec)},
+		{"write-merges", groupInt(t.WriteMerges)},
 		{"write-bytes", groupInt(t.WriteBytes)},
 		{"write-rate", formatRate(t.WriteRateBits)},
 		{"write-time", "0ms"},
+		{"discard-ops", groupInt(t.DiscardOps)},
+		{"discard-merges", groupInt(t.DiscardMerges)},
+		{"discard-bytes", groupInt(t.DiscardBytes)},
+		{"discard-time", "0ms"},
+		{"flush-ops", groupInt(t.FlushOps)},
+		{"flush-time", "0ms"},
 		{"in-flight-ops", groupInt(t.InFlightOps)},
 		{"active-time", "0ms"},
 		{"wait-time", "0ms"},

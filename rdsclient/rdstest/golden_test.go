@@ -1,8 +1,10 @@
 package rdstest
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -108,10 +110,50 @@ func TestGoldenFileDetail(t *testing.T) {
 func TestGoldenMonitorTraffic(t *testing.T) {
 	s := newTestServer(t)
 	s.SetTraffic("storage-pool", Traffic{ReadOps: 243401, ReadBytes: 33131503616, WriteOps: 17667231,
-		WriteBytes: 515659673600, WriteRateBits: 12_800_000})
+		WriteBytes: 515659673600, WriteRateBits: 12_800_000,
+		ReadMerges: 1024, WriteMerges: 2_500_000, DiscardOps: 7, DiscardBytes: 1 << 30, FlushOps: 3})
 	s.setOpsPerSecond("storage-pool", 0, 76)
-	if got := run(t, s, "/disk monitor-traffic storage-pool once", 80); got != sample39 {
-		t.Errorf("got:\n%s\nwant:\n%s", got, sample39)
+	got := run(t, s, "/disk monitor-traffic storage-pool once", 80)
+	// The captured keys are printed as captured, in their order, with the
+	// further keys (routeros.md §3.9, order chosen) in between and aligned
+	// the same way.
+	further := [][2]string{
+		{"read-merges", "1 024"}, {"write-merges", "2 500 000"},
+		{"discard-ops", "7"}, {"discard-merges", "0"}, {"discard-bytes", "1 073 741 824"}, {"discard-time", "0ms"},
+		{"flush-ops", "3"}, {"flush-time", "0ms"},
+	}
+	var captured, rest []string
+	for _, line := range strings.SplitAfter(got, "\r\n") {
+		key, _, _ := strings.Cut(strings.TrimLeft(line, " "), ":")
+		if slices.ContainsFunc(further, func(kv [2]string) bool { return kv[0] == key }) {
+			rest = append(rest, line)
+		} else if line != "" {
+			captured = append(captured, line)
+		}
+	}
+	if c := strings.Join(captured, ""); c != sample39 {
+		t.Errorf("captured keys:\n%s\nwant:\n%s", c, sample39)
+	}
+	var want []string
+	for _, kv := range further {
+		want = append(want, fmt.Sprintf("%22s:%16s\r\n", kv[0], kv[1]))
+	}
+	if r, w := strings.Join(rest, ""), strings.Join(want, ""); r != w {
+		t.Errorf("further keys:\n%s\nwant:\n%s\nfull output:\n%s", r, w, got)
+	}
+	// The chosen order: merges after a direction's per-second rate,
+	// discard and flush between the write group and in-flight-ops.
+	var keys []string
+	for _, line := range strings.Split(strings.TrimSuffix(got, "\r\n"), "\r\n") {
+		key, _, _ := strings.Cut(strings.TrimLeft(line, " "), ":")
+		keys = append(keys, key)
+	}
+	wantKeys := "slot read-ops read-ops-per-second read-merges read-bytes read-rate read-time " +
+		"write-ops write-ops-per-second write-merges write-bytes write-rate write-time " +
+		"discard-ops discard-merges discard-bytes discard-time flush-ops flush-time " +
+		"in-flight-ops active-time wait-time"
+	if k := strings.Join(keys, " "); k != wantKeys {
+		t.Errorf("keys %s\nwant %s", k, wantKeys)
 	}
 }
 

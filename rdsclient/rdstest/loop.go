@@ -24,13 +24,22 @@ import (
 // implements rdscsi.Rescanner (losetup -c). It needs root and
 // /dev/loop-control.
 //
+// A connector is one host: the first Connect of an NQN counts one
+// initiator on the Server (ConnectInitiator), so the disk cannot be
+// removed until Disconnect has released the loop device. Connectors do
+// not know of each other: one connector's Disconnect detaches every loop
+// device of the backing file, another connector's included.
+//
 // Call Close when done: it detaches every loop device it attached.
 type LoopConnector struct {
 	s       *Server
 	timeout time.Duration
 
-	mu    sync.Mutex        // serializes losetup calls and guards files
-	files map[string]string // nqn -> backing file attached by this connector
+	mu sync.Mutex // serializes losetup calls and guards files
+	// files maps each NQN this connector holds an initiator connection
+	// for to its backing file, which stays known after the fake forgets
+	// it (Server closed).
+	files map[string]string
 }
 
 var (
@@ -54,7 +63,9 @@ func checkLoopNQN(nqn string) error {
 }
 
 // Connect attaches the backing file of the disk exported as t.NQN, unless
-// a loop device already has it, and returns the loop device.
+// a loop device already has it, and returns the loop device. The first
+// Connect of an NQN also marks it connected on the Server; a failed one
+// leaves no mark.
 func (c *LoopConnector) Connect(ctx context.Context, t rdscsi.Target) (string, error) {
 	if err := checkLoopNQN(t.NQN); err != nil {
 		return "", err
@@ -65,11 +76,31 @@ func (c *LoopConnector) Connect(ctx context.Context, t rdscsi.Target) (string, e
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	_, held := c.files[t.NQN]
+	if !held {
+		// Marked before attaching, so that the disk cannot be removed
+		// between the two.
+		if err := c.s.ConnectInitiator(t.NQN); err != nil {
+			return "", fmt.Errorf("rdstest: connect %s: %w", t.NQN, err)
+		}
+	}
+	dev, err := c.attach(ctx, file)
+	if err != nil {
+		if !held {
+			c.s.DisconnectInitiator(t.NQN)
+		}
+		return "", err
+	}
+	c.files[t.NQN] = file
+	return dev, nil
+}
+
+// attach returns a loop device of file, attaching one if none has it.
+func (c *LoopConnector) attach(ctx context.Context, file string) (string, error) {
 	devs, err := loopsOf(ctx, file)
 	if err != nil {
 		return "", err
 	}
-	c.files[t.NQN] = file
 	if len(devs) > 0 {
 		return devs[0], nil
 	}
@@ -91,8 +122,8 @@ func (c *LoopConnector) Connect(ctx context.Context, t rdscsi.Target) (string, e
 	return dev, nil
 }
 
-// file returns the backing file of nqn: the fake's, or the one attached
-// before the disk was removed from the fake.
+// file returns the backing file of nqn: the fake's, or the one this
+// connector attached (the fake may have forgotten it).
 func (c *LoopConnector) file(nqn string) (string, bool) {
 	if f, err := c.s.BackingFile(nqn); err == nil {
 		return f, true
@@ -124,8 +155,10 @@ func (c *LoopConnector) Device(ctx context.Context, nqn string) (string, error) 
 }
 
 // Disconnect detaches every loop device of nqn's backing file and returns
-// once none is left. A device still in use (mounted) is only marked for
-// auto-clear by the kernel, so Disconnect then fails after its timeout.
+// once none is left; only then does it drop this connector's initiator
+// connection on the Server. A device still in use (mounted) is only
+// marked for auto-clear by the kernel, so Disconnect then fails after its
+// timeout and the disk stays in use.
 func (c *LoopConnector) Disconnect(ctx context.Context, nqn string) error {
 	if err := checkLoopNQN(nqn); err != nil {
 		return err
@@ -139,8 +172,17 @@ func (c *LoopConnector) Disconnect(ctx context.Context, nqn string) error {
 	if err := detachAll(ctx, file, c.timeout); err != nil {
 		return err
 	}
-	delete(c.files, nqn)
+	c.release(nqn)
 	return nil
+}
+
+// release drops the initiator connection held for nqn, if any; the
+// caller holds c.mu.
+func (c *LoopConnector) release(nqn string) {
+	if _, held := c.files[nqn]; held {
+		c.s.DisconnectInitiator(nqn)
+		delete(c.files, nqn)
+	}
 }
 
 // Rescan makes the loop device of nqn pick up a grown backing file.
@@ -153,7 +195,10 @@ func (c *LoopConnector) Rescan(ctx context.Context, nqn string) error {
 	return err
 }
 
-// Close detaches every loop device this connector attached.
+// Close detaches every loop device this connector attached and drops
+// their initiator connections. A device it cannot detach (still mounted)
+// keeps its connection, as a host that failed to disconnect does, and is
+// reported in the error; Close may be called again.
 func (c *LoopConnector) Close() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -163,7 +208,7 @@ func (c *LoopConnector) Close() error {
 			errs = append(errs, err)
 			continue
 		}
-		delete(c.files, nqn)
+		c.release(nqn)
 	}
 	return errors.Join(errs...)
 }

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/srvlab/rds-csi/rdsclient"
 	"github.com/srvlab/rds-csi/rdsclient/rdstest"
@@ -88,6 +89,13 @@ func TestLoopConnector(t *testing.T) {
 	if err != nil || again != dev {
 		t.Fatalf("second Connect = %q, %v; want %q", again, err, dev)
 	}
+	// One connector is one host, however often it connects.
+	if n := srv.Initiators(nqn); n != 1 {
+		t.Fatalf("Initiators after two Connects = %d, want 1", n)
+	}
+	if err := client.DeleteDisk(ctx, id); !errors.Is(err, rdsclient.ErrInUse) {
+		t.Fatalf("DeleteDisk of a connected disk = %v, want ErrInUse", err)
+	}
 	got, err := conn.Device(ctx, nqn)
 	if err != nil || got != dev {
 		t.Fatalf("Device = %q, %v; want %q", got, err, dev)
@@ -126,14 +134,113 @@ func TestLoopConnector(t *testing.T) {
 	if _, err := conn.Connect(ctx, target); err != nil {
 		t.Fatal(err)
 	}
+	if n := srv.Initiators(nqn); n != 1 {
+		t.Fatalf("Initiators after reconnect = %d, want 1", n)
+	}
 	if err := conn.Disconnect(ctx, nqn); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := conn.Device(ctx, nqn); !errors.Is(err, rdscsi.ErrNotConnected) {
 		t.Fatalf("Device after Disconnect: %v", err)
 	}
+	if n := srv.Initiators(nqn); n != 0 {
+		t.Fatalf("Initiators after Disconnect = %d, want 0", n)
+	}
 	if err := conn.Disconnect(ctx, nqn); err != nil {
 		t.Fatalf("second Disconnect: %v", err)
+	}
+	if err := client.DeleteDisk(ctx, id); err != nil {
+		t.Fatalf("DeleteDisk after Disconnect: %v", err)
+	}
+}
+
+// Disconnect drops the initiator only once the loop device is really
+// gone; a device held open (as by a mount) keeps the disk in use.
+func TestLoopConnectorBusyDeviceStaysInUse(t *testing.T) {
+	srv, client, conn, id := loopTestSetup(t)
+	ctx := context.Background()
+	nqn := rdscsi.NQN(id)
+	dev, err := conn.Connect(ctx, rdscsi.Target{Address: "127.0.0.1", Port: 4420, NQN: nqn})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(dev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	short, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	defer cancel()
+	if err := conn.Disconnect(short, nqn); err == nil {
+		t.Fatalf("Disconnect of an open %s succeeded", dev)
+	}
+	if n := srv.Initiators(nqn); n != 1 {
+		t.Fatalf("Initiators after a failed Disconnect = %d, want 1", n)
+	}
+	if err := client.DeleteDisk(ctx, id); !errors.Is(err, rdsclient.ErrInUse) {
+		t.Fatalf("DeleteDisk while the device is open = %v, want ErrInUse", err)
+	}
+	f.Close()
+	if err := conn.Disconnect(ctx, nqn); err != nil {
+		t.Fatalf("Disconnect after close: %v", err)
+	}
+	if n := srv.Initiators(nqn); n != 0 {
+		t.Fatalf("Initiators after Disconnect = %d, want 0", n)
+	}
+	if err := client.DeleteDisk(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Two connectors are two hosts; Close releases what a connector holds.
+func TestLoopConnectorCloseReleasesInitiators(t *testing.T) {
+	srv, client, conn, id := loopTestSetup(t)
+	ctx := context.Background()
+	nqn := rdscsi.NQN(id)
+	target := rdscsi.Target{Address: "127.0.0.1", Port: 4420, NQN: nqn}
+	other := rdstest.NewLoopConnector(srv)
+	t.Cleanup(func() { other.Close() })
+	if _, err := conn.Connect(ctx, target); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := other.Connect(ctx, target); err != nil {
+		t.Fatal(err)
+	}
+	if n := srv.Initiators(nqn); n != 2 {
+		t.Fatalf("Initiators with two connectors = %d, want 2", n)
+	}
+	if err := conn.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if n := srv.Initiators(nqn); n != 1 {
+		t.Fatalf("Initiators after one Close = %d, want 1", n)
+	}
+	if err := client.DeleteDisk(ctx, id); !errors.Is(err, rdsclient.ErrInUse) {
+		t.Fatalf("DeleteDisk with one host left = %v, want ErrInUse", err)
+	}
+	if err := other.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if n := srv.Initiators(nqn); n != 0 {
+		t.Fatalf("Initiators after both Close = %d, want 0", n)
+	}
+	// A Connect whose attach fails leaves no mark: the backing file is
+	// removed behind the fake's back, so losetup cannot attach it.
+	file, err := srv.BackingFile(nqn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(file); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Connect(ctx, target); err == nil {
+		t.Fatal("Connect without a backing file succeeded")
+	}
+	if n := srv.Initiators(nqn); n != 0 {
+		t.Fatalf("Initiators after a failed Connect = %d", n)
+	}
+	if err := client.DeleteDisk(ctx, id); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -154,7 +261,7 @@ func TestLoopConnectorRefusesForeignNQN(t *testing.T) {
 }
 
 func TestLoopConnectorCloseDetachesDeletedDisks(t *testing.T) {
-	srv, client, conn, id := loopTestSetup(t)
+	srv, _, conn, id := loopTestSetup(t)
 	ctx := context.Background()
 	nqn := rdscsi.NQN(id)
 	dev, err := conn.Connect(ctx, rdscsi.Target{Address: "127.0.0.1", Port: 4420, NQN: nqn})
@@ -165,11 +272,10 @@ func TestLoopConnectorCloseDetachesDeletedDisks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The disk and its file are removed on the RDS while attached.
-	if err := client.DeleteDisk(ctx, id); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Remove(file); err != nil && !errors.Is(err, os.ErrNotExist) {
+	// A connected disk cannot be removed, but the whole fake can go: its
+	// temporary data directory, backing file included, is removed while
+	// the loop device still holds the file.
+	if err := srv.Close(); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := os.Stat(file); !errors.Is(err, os.ErrNotExist) {

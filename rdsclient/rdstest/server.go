@@ -27,6 +27,8 @@ var (
 	ErrInvalidOption = errors.New("rdstest: invalid option")
 	// ErrNotFound: no disk matches the slot or NQN asked for.
 	ErrNotFound = errors.New("rdstest: not found")
+	// ErrClosed: the Server has been closed.
+	ErrClosed = errors.New("rdstest: server closed")
 )
 
 // DefaultPool is the pool a Server has when no WithPool option is given.
@@ -287,7 +289,9 @@ func (s *Server) RejectAuth(reject bool) {
 }
 
 // Close stops listening, closes every connection and waits until every
-// goroutine, hung commands included, has ended. It removes the data
+// goroutine, hung commands included, has ended. It forgets the hosts
+// connected with ConnectInitiator (connections are live state; a Server
+// started later on the same data directory has none) and removes the data
 // directory when the Server created it. Close is idempotent.
 func (s *Server) Close() error {
 	s.closeOnce.Do(func() {
@@ -300,6 +304,7 @@ func (s *Server) Close() error {
 		s.mu.Unlock()
 		s.ln.Close()
 		s.wg.Wait()
+		s.st.dropInitiators()
 		s.closeErr = s.removeDataDir()
 	})
 	return s.closeErr
@@ -601,9 +606,15 @@ func (s *Server) AddForeignDisk(d ForeignDisk) {
 }
 
 // Traffic holds the counters /disk monitor-traffic <slot> once reports.
+// The fake keeps no I/O statistics of its own: counters not set are zero,
+// and every *-time key prints 0ms.
 type Traffic struct {
 	ReadOps, ReadBytes, WriteOps, WriteBytes, InFlightOps int64
 	ReadRateBits, WriteRateBits                           int64
+	// Keys the device prints beyond the captured sample (routeros.md
+	// §3.9): read-merges, write-merges, discard-ops, discard-merges,
+	// discard-bytes and flush-ops.
+	ReadMerges, WriteMerges, DiscardOps, DiscardMerges, DiscardBytes, FlushOps int64
 }
 
 type trafficStat struct {

@@ -15,12 +15,14 @@ import (
 )
 
 // Failure reasons the fake prints after "failure: ". Those marked
-// "documented" come from routeros.md; the others are the fake's choice for
+// "documented" come from routeros.md; "reported" ones are described there
+// for RDS but not yet seen; the others are the fake's choice for
 // conditions whose device wording is not captured yet.
 const (
 	reasonExists      = "item with this name already exists" // documented: duplicate slot
 	reasonNoSpace     = "not enough space"                   // documented
 	reasonNoSuchItem  = "no such item"                       // documented
+	reasonDiskInUse   = "disk is in use"                     // reported (routeros.md §3.5): /disk remove while an initiator is connected
 	reasonFileExists  = "file already exists"                // chosen: file-path taken
 	reasonNQNInUse    = "nqn already in use"                 // chosen: duplicate exported NQN
 	reasonBadPath     = "invalid file path"                  // chosen: not under a pool mount point
@@ -50,6 +52,20 @@ type disk struct {
 	port     int
 	nqn      string
 	pool     *pool // set for a pool's own partition entry
+	// initiators counts live host connections by the NQN they connected
+	// to, which stays theirs if the disk's NQN changes or its export is
+	// turned off. Live state: never saved, empty after a restart.
+	initiators map[string]int
+}
+
+// inUse reports whether a host still has d connected.
+func (d *disk) inUse() bool {
+	for _, n := range d.initiators {
+		if n > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // state is the fake's disks; the files under dataDir are their data. All
@@ -67,6 +83,8 @@ type state struct {
 	usedMemo map[*pool]int64
 	// persist makes save write the disk table to the data directory.
 	persist bool
+	// closed is set by Server.Close: no host can connect any more.
+	closed bool
 }
 
 // forget drops cached pool usage after the files changed.
@@ -283,12 +301,17 @@ func (st *state) resize(targets []*disk, size int64) error {
 	return nil
 }
 
-// removeDisks removes file disks; their backing files stay.
+// removeDisks removes file disks; their backing files stay. Like resize
+// it checks every target first, so one refused target (not a file disk,
+// or in use) leaves the others in place too.
 func (st *state) removeDisks(targets []*disk) error {
 	defer st.forget()
 	for _, d := range targets {
 		if d.typ != "file" {
 			return failure(reasonNotFileDisk)
+		}
+		if d.inUse() {
+			return failure(reasonDiskInUse)
 		}
 	}
 	kept := st.disks[:0]
