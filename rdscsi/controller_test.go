@@ -402,6 +402,30 @@ func TestDeleteVolume(t *testing.T) {
 		ctrlTestMust(e.cc.ControllerUnpublishVolume(ctx, &csi.ControllerUnpublishVolumeRequest{VolumeId: v.VolumeId, NodeId: "node-a"}))(t)
 	})
 
+	t.Run("volume a host still has connected is refused", func(t *testing.T) {
+		// Not published through the controller, but an initiator is still
+		// connected (a node that failed to disconnect): RDS refuses to
+		// remove the disk, and nothing is lost.
+		c := ctrlTestMust(e.cc.CreateVolume(ctx, ctrlTestCreateReq("del-connected", 0)))(t).GetVolume()
+		nqn := rdscsi.NQN(c.VolumeId)
+		if err := e.rds.ConnectInitiator(nqn); err != nil {
+			t.Fatal(err)
+		}
+		_, err := e.cc.DeleteVolume(ctx, &csi.DeleteVolumeRequest{VolumeId: c.VolumeId})
+		ctrlTestCode(t, err, codes.FailedPrecondition)
+		if _, err := e.client.Disk(ctx, c.VolumeId); err != nil {
+			t.Fatalf("disk of a connected volume: %v", err)
+		}
+		if !slices.Contains(e.fileNames(t, "storage-pool/k8s"), "storage-pool/k8s/"+c.VolumeId+".img") {
+			t.Fatalf("backing file of a connected volume gone: %v", e.fileNames(t, "storage-pool/k8s"))
+		}
+		e.rds.DisconnectInitiator(nqn)
+		ctrlTestMust(e.cc.DeleteVolume(ctx, &csi.DeleteVolumeRequest{VolumeId: c.VolumeId}))(t)
+		if _, err := e.client.Disk(ctx, c.VolumeId); !errors.Is(err, rdsclient.ErrNotFound) {
+			t.Errorf("disk after disconnect and delete: %v", err)
+		}
+	})
+
 	t.Run("delete with a snapshot, twice", func(t *testing.T) {
 		for i := 0; i < 2; i++ {
 			ctrlTestMust(e.cc.DeleteVolume(ctx, &csi.DeleteVolumeRequest{VolumeId: v.VolumeId}))(t)
