@@ -48,6 +48,7 @@ type config struct {
 	nvmeAddress    string
 	simulate       bool
 	simulateDir    string
+	maxVolumes     int
 	version        bool
 
 	// source names where each flag's value came from ("--mode" or
@@ -66,6 +67,13 @@ const (
 
 // envPrefix prefixes the environment fallback of every flag.
 const envPrefix = "RDS_CSI_"
+
+// noEnv are the flags without an environment fallback: they act at once
+// instead of configuring, so a variable left in a pod's environment must
+// not trigger them (RDS_CSI_VERSION=true would print the version and exit
+// instead of serving). --help is the flag package's own and has none
+// either.
+var noEnv = map[string]bool{"version": true}
 
 // envName is the environment variable that backs a flag:
 // --rds-key-file -> RDS_CSI_RDS_KEY_FILE.
@@ -98,12 +106,14 @@ func newFlagSet(c *config) *flag.FlagSet {
 	fs.StringVar(&c.nvmeAddress, "nvme-address", "", "NVMe/TCP address nodes connect to (default: the host of --rds-address)")
 	fs.BoolVar(&c.simulate, "simulate", false, "run against an in-process fake RDS on loopback instead of a real one")
 	fs.StringVar(&c.simulateDir, "simulate-dir", "", "data directory of the fake RDS (default: a temporary directory removed on exit)")
-	fs.BoolVar(&c.version, "version", false, "print the version and exit")
+	fs.IntVar(&c.maxVolumes, "max-volumes", rdscsi.DefaultMaxVolumesPerNode, "volumes one node may have published: the node's max_volumes_per_node, enforced by the controller too; 0 for no limit")
+	fs.BoolVar(&c.version, "version", false, "print the version and exit (no environment fallback)")
 	return fs
 }
 
 // parseConfig reads args, then fills every flag not given on the command
-// line from its RDS_CSI_* variable, then validates the result.
+// line from its RDS_CSI_* variable (except noEnv), then validates the
+// result.
 func parseConfig(args []string, getenv func(string) string) (*config, error) {
 	c := &config{source: map[string]string{}}
 	fs := newFlagSet(c)
@@ -119,7 +129,7 @@ func parseConfig(args []string, getenv func(string) string) (*config, error) {
 	fs.Visit(func(f *flag.Flag) { c.source[f.Name] = "--" + f.Name })
 	var envErr error
 	fs.VisitAll(func(f *flag.Flag) {
-		if envErr != nil || c.source[f.Name] != "" {
+		if envErr != nil || c.source[f.Name] != "" || noEnv[f.Name] {
 			return
 		}
 		name := envName(f.Name)
@@ -200,6 +210,9 @@ func (c *config) validate() error {
 		}
 		c.rdsAddress = addr
 	}
+	if c.maxVolumes < 0 {
+		return fmt.Errorf("%s: must be 0 (no limit) or positive, got %d", c.src("max-volumes"), c.maxVolumes)
+	}
 	if !strings.HasPrefix(c.volumePath, "/") {
 		return fmt.Errorf("%s: must be an absolute path on the RDS, got %q", c.src("volume-path"), c.volumePath)
 	}
@@ -265,7 +278,7 @@ func newLogger(c *config, w io.Writer) *slog.Logger {
 // usage writes the flag reference.
 func usage(w io.Writer) {
 	fmt.Fprintf(w, "Usage: rds-csi-plugin [flags]\n\nA CSI plugin for MikroTik ROSE Data Server (NVMe/TCP).\n"+
-		"Every flag falls back to the environment variable %s<FLAG> (upper case, dashes as underscores).\n\n", envPrefix)
+		"Every flag but --version falls back to the environment variable %s<FLAG> (upper case, dashes as underscores).\n\n", envPrefix)
 	var c config
 	fs := newFlagSet(&c)
 	fs.VisitAll(func(f *flag.Flag) {
@@ -273,6 +286,10 @@ func usage(w io.Writer) {
 		if f.DefValue != "" && f.DefValue != "false" {
 			def = fmt.Sprintf(" (default %q)", f.DefValue)
 		}
-		fmt.Fprintf(w, "  --%s  [%s]\n      %s%s\n", f.Name, envName(f.Name), f.Usage, def)
+		env := ""
+		if !noEnv[f.Name] {
+			env = "  [" + envName(f.Name) + "]"
+		}
+		fmt.Fprintf(w, "  --%s%s\n      %s%s\n", f.Name, env, f.Usage, def)
 	})
 }

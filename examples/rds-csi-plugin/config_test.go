@@ -3,11 +3,14 @@ package main
 import (
 	"errors"
 	"flag"
+	"maps"
 	"os"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/srvlab/rds-csi/rdscsi"
 )
 
 func envOf(kv ...string) func(string) string {
@@ -77,6 +80,9 @@ func TestParseConfigErrors(t *testing.T) {
 		{"simulate-dir alone", []string{"--simulate-dir", "/tmp/x", "--mode", "node"}, nil, "--simulate-dir needs --simulate"},
 		{"relative volume path", []string{"--simulate", "--volume-path", "k8s"}, nil, "--volume-path: must be an absolute path"},
 		{"bad address", []string{"--rds-address", "a b", "--rds-key-file", "k", "--rds-host-key", "x"}, nil, "--rds-address: not a host[:port] address"},
+		{"negative max volumes", []string{"--simulate", "--max-volumes", "-1"}, nil, "--max-volumes: must be 0 (no limit) or positive, got -1"},
+		{"negative max volumes from env", []string{"--simulate"}, []string{"RDS_CSI_MAX_VOLUMES", "-3"}, "RDS_CSI_MAX_VOLUMES: must be 0 (no limit) or positive, got -3"},
+		{"max volumes not a number", []string{"--simulate"}, []string{"RDS_CSI_MAX_VOLUMES", "many"}, `invalid value "many" for RDS_CSI_MAX_VOLUMES`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -187,10 +193,10 @@ func readme(t *testing.T) string {
 // environment variable and default, and nothing else.
 func TestREADMEFlagsTable(t *testing.T) {
 	doc := readme(t)
-	row := regexp.MustCompile("(?m)^\\| `--([a-z-]+)` \\| `([A-Z_]+)` \\| ([^|]+) \\|")
+	row := regexp.MustCompile("(?m)^\\| `--([a-z-]+)` \\| (`[A-Z_]+`|—) \\| ([^|]+) \\|")
 	documented := map[string][2]string{}
 	for _, m := range row.FindAllStringSubmatch(doc, -1) {
-		documented[m[1]] = [2]string{m[2], strings.TrimSpace(m[3])}
+		documented[m[1]] = [2]string{strings.Trim(m[2], "`"), strings.TrimSpace(m[3])}
 	}
 	var c config
 	fs := newFlagSet(&c)
@@ -202,8 +208,12 @@ func TestREADMEFlagsTable(t *testing.T) {
 			t.Errorf("--%s is not in the README flags table", f.Name)
 			return
 		}
-		if d[0] != envName(f.Name) {
-			t.Errorf("--%s: README says %s, want %s", f.Name, d[0], envName(f.Name))
+		wantEnv := envName(f.Name)
+		if noEnv[f.Name] {
+			wantEnv = "—"
+		}
+		if d[0] != wantEnv {
+			t.Errorf("--%s: README says %s, want %s", f.Name, d[0], wantEnv)
 		}
 		want := "—"
 		if f.DefValue != "" && f.DefValue != "false" {
@@ -246,8 +256,13 @@ func TestREADMEEmbedSnippet(t *testing.T) {
 	}
 }
 
-// Every flag, without exception, can be set from its RDS_CSI_* variable.
+// Every flag can be set from its RDS_CSI_* variable, with one exception:
+// --version, which acts instead of configuring (noEnv).
 func TestEveryFlagHasEnvironmentFallback(t *testing.T) {
+	exceptions := map[string]bool{"version": true}
+	if !maps.Equal(noEnv, exceptions) {
+		t.Fatalf("flags without environment fallback: %v, want exactly %v", noEnv, exceptions)
+	}
 	samples := map[string]string{
 		"endpoint": "unix:///tmp/env.sock", "mode": "controller", "node-id": "env-node",
 		"driver-name": "env.csi.example.com", "rds-address": "10.0.0.9", "rds-user": "csi",
@@ -255,19 +270,21 @@ func TestEveryFlagHasEnvironmentFallback(t *testing.T) {
 		"rds-host-key": "ssh-ed25519 AAAA", "rds-dial-timeout": "3s", "volume-path": "/env-pool/k8s",
 		"state-file": "/var/lib/env/attachments.json", "node-state-dir": "/var/lib/env/node",
 		"metrics-address": ":9999", "log-format": "json", "log-level": "debug", "known-nodes": "a,b",
-		"nvme-address": "10.0.0.8", "simulate": "true", "simulate-dir": "/tmp/env-sim", "version": "true",
+		"nvme-address": "10.0.0.8", "simulate": "true", "simulate-dir": "/tmp/env-sim", "max-volumes": "7",
 	}
 	var all []string
 	newFlagSet(&config{}).VisitAll(func(f *flag.Flag) { all = append(all, f.Name) })
-	// Mutually exclusive flags go in separate rounds; --version ends
-	// parsing before validation, so it is alone.
-	rounds := [][]string{nil, {"rds-host-key", "rds-address", "rds-key-file"}, {"version"}}
+	// Mutually exclusive flags go in separate rounds.
+	rounds := [][]string{nil, {"rds-host-key", "rds-address", "rds-key-file"}}
 	for _, name := range all {
+		if exceptions[name] {
+			continue
+		}
 		if _, ok := samples[name]; !ok {
 			t.Errorf("--%s has no sample value in this test", name)
 			continue
 		}
-		if name != "rds-host-key" && name != "version" {
+		if name != "rds-host-key" {
 			rounds[0] = append(rounds[0], name)
 		}
 	}
@@ -285,11 +302,56 @@ func TestEveryFlagHasEnvironmentFallback(t *testing.T) {
 				t.Errorf("--%s was not taken from %s", name, envName(name))
 			}
 		}
-		if c.version {
-			continue
-		}
 		if c.nodeID != "env-node" && c.rdsHostKey == "" {
 			t.Errorf("node ID %q, want env-node", c.nodeID)
+		}
+	}
+}
+
+// RDS_CSI_VERSION in the environment (a pod's env, a stray export) is
+// ignored: only --version prints the version.
+func TestVersionHasNoEnvironmentFallback(t *testing.T) {
+	c, err := parseConfig([]string{"--simulate"}, envOf("RDS_CSI_VERSION", "true"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.version || c.source["version"] != "" {
+		t.Fatalf("RDS_CSI_VERSION=true set version=%v (source %q)", c.version, c.source["version"])
+	}
+	// Ignored, so not even a bad value is an error.
+	if _, err := parseConfig([]string{"--simulate"}, envOf("RDS_CSI_VERSION", "perhaps")); err != nil {
+		t.Fatalf("RDS_CSI_VERSION=perhaps: %v", err)
+	}
+	if c, err := parseConfig([]string{"--version"}, envOf()); err != nil || !c.version {
+		t.Fatalf("--version: version=%v, %v", c != nil && c.version, err)
+	}
+	var usageText strings.Builder
+	usage(&usageText)
+	if strings.Contains(usageText.String(), "RDS_CSI_VERSION") {
+		t.Errorf("usage offers RDS_CSI_VERSION:\n%s", usageText.String())
+	}
+}
+
+func TestParseConfigMaxVolumes(t *testing.T) {
+	c, err := parseConfig([]string{"--simulate"}, envOf())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.maxVolumes != rdscsi.DefaultMaxVolumesPerNode {
+		t.Errorf("default max volumes %d, want %d", c.maxVolumes, rdscsi.DefaultMaxVolumesPerNode)
+	}
+	for _, tc := range []struct {
+		args []string
+		env  []string
+		want int
+	}{
+		{[]string{"--simulate", "--max-volumes", "0"}, nil, 0},
+		{[]string{"--simulate"}, []string{"RDS_CSI_MAX_VOLUMES", "12"}, 12},
+		{[]string{"--simulate", "--max-volumes", "5"}, []string{"RDS_CSI_MAX_VOLUMES", "12"}, 5},
+	} {
+		c, err := parseConfig(tc.args, envOf(tc.env...))
+		if err != nil || c.maxVolumes != tc.want {
+			t.Errorf("%v %v: max volumes %v, %v; want %d", tc.args, tc.env, c, err, tc.want)
 		}
 	}
 }

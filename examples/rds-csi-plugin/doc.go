@@ -1,6 +1,6 @@
 // Command rds-csi-plugin is a complete CSI plugin for MikroTik ROSE Data
-// Server built from the rds-csi packages: it reads flags (each with an
-// RDS_CSI_* environment fallback), connects to the RDS over SSH, wires the
+// Server built from the rds-csi packages: it reads flags (each but
+// --version with an RDS_CSI_* environment fallback), connects to the RDS over SSH, wires the
 // controller, node and identity services onto one gRPC server with the
 // logging, metrics and serialization interceptors, exports metrics to
 // Prometheus and/or OTLP, and shuts down gracefully on SIGTERM or SIGINT.

@@ -2,7 +2,10 @@ package main
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -14,6 +17,9 @@ import (
 	"time"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
+	"github.com/go-logr/logr"
+	"go.opentelemetry.io/otel"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	colmetricspb "go.opentelemetry.io/proto/otlp/collector/metrics/v1"
 	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
 	"google.golang.org/grpc"
@@ -283,5 +289,99 @@ func TestOTLPFlushOnShutdown(t *testing.T) {
 	n, ok := sink.counterValue("rds_csi.volume.operations", map[string]string{"operation": "CreateVolume", "status": "OK"})
 	if !ok || n != 1 {
 		t.Fatalf("final export: CreateVolume OK count = %d (found %v), want 1", n, ok)
+	}
+}
+
+// jsonRecords parses every line of out as a JSON log record; a line that
+// is not one (plain text from a library's own logger) fails the test.
+func jsonRecords(t *testing.T, out string) []map[string]any {
+	t.Helper()
+	var recs []map[string]any
+	for l := range strings.SplitSeq(strings.TrimSpace(out), "\n") {
+		var rec map[string]any
+		if err := json.Unmarshal([]byte(l), &rec); err != nil {
+			t.Errorf("not a JSON log record: %q", l)
+			continue
+		}
+		recs = append(recs, rec)
+	}
+	return recs
+}
+
+// What the OpenTelemetry SDK reports about itself, its log lines and the
+// errors it hands to otel.Handle, goes through the plugin's slog logger.
+func TestOTelDiagnosticsGoToSlog(t *testing.T) {
+	var buf syncBuffer
+	logger := slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	tel, err := startTelemetry(context.Background(), &config{}, envOf(), "test", logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		tel.shutdown(context.Background())
+		otel.SetLogger(logr.Discard())
+		otel.SetErrorHandler(otel.ErrorHandlerFunc(func(error) {}))
+	})
+
+	// The SDK logs a reader registered with two providers at Error, and
+	// an empty meter name at Warn.
+	reader := sdkmetric.NewManualReader()
+	mp1 := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
+	mp2 := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
+	mp1.Meter("")
+	mp1.Shutdown(context.Background())
+	mp2.Shutdown(context.Background())
+	otel.Handle(errors.New("collector said no"))
+
+	found := map[string]bool{}
+	for _, rec := range jsonRecords(t, buf.String()) {
+		if rec["component"] != "opentelemetry" {
+			t.Errorf("record without component=opentelemetry: %v", rec)
+		}
+		msg, _ := rec["msg"].(string)
+		switch {
+		case msg == "did not register manual reader" && rec["err"] == "duplicate reader registration" && rec["level"] == "ERROR":
+			found["sdk error"] = true
+		case msg == "Invalid Meter name." && rec["level"] == slog.Level(-1).String():
+			found["sdk warning"] = true
+		case msg == "opentelemetry error" && rec["level"] == "WARN" && rec["err"] == "collector said no":
+			found["handled error"] = true
+		}
+	}
+	for _, want := range []string{"sdk error", "sdk warning", "handled error"} {
+		if !found[want] {
+			t.Errorf("no %s record in:\n%s", want, buf.String())
+		}
+	}
+}
+
+// An OTLP collector that refuses connections: the failed exports are
+// logged as JSON records at Warn, and nothing is written as plain text.
+func TestOTLPExportErrorIsLogged(t *testing.T) {
+	for _, protocol := range []string{protoGRPC, protoHTTP} {
+		t.Run(protocol, func(t *testing.T) {
+			t.Parallel()
+			dir := t.TempDir()
+			s := startServing(t, []string{
+				"OTEL_EXPORTER_OTLP_ENDPOINT=http://" + closedPort(t),
+				"OTEL_EXPORTER_OTLP_PROTOCOL=" + protocol,
+				"OTEL_METRIC_EXPORT_INTERVAL=100",
+				"OTEL_METRIC_EXPORT_TIMEOUT=500",
+				"OTEL_EXPORTER_OTLP_TIMEOUT=500",
+			}, "--simulate", "--mode", "controller", "--node-id", "n1", "--log-format", "json",
+				"--endpoint", "unix://"+filepath.Join(dir, "csi.sock"))
+			rec := s.waitLog("opentelemetry error", 30*time.Second)
+			if rec["level"] != "WARN" || rec["component"] != "opentelemetry" {
+				t.Errorf("export error record: %v", rec)
+			}
+			if e, _ := rec["err"].(string); !strings.Contains(e, "refused") {
+				t.Errorf("export error %q does not say the connection was refused", e)
+			}
+			s.signal(syscall.SIGTERM)
+			if code := s.wait(10 * time.Second); code != 0 {
+				t.Fatalf("exit code after SIGTERM = %d, want 0", code)
+			}
+			jsonRecords(t, s.stderr())
+		})
 	}
 }

@@ -606,6 +606,8 @@ func TestBadConfiguration(t *testing.T) {
 			[]string{"--simulate", "--endpoint", sock}, []string{"OTEL_RESOURCE_ATTRIBUTES", "%zz"}},
 		{"state file is a directory", nil, []string{"--simulate", "--endpoint", sock, "--state-file", dir},
 			[]string{"--state-file", dir}},
+		{"negative max volumes", []string{"RDS_CSI_MAX_VOLUMES=-2"}, []string{"--simulate", "--endpoint", sock},
+			[]string{"RDS_CSI_MAX_VOLUMES", "-2", "0 (no limit) or positive"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -638,6 +640,71 @@ func TestVersionAndHelp(t *testing.T) {
 		if !strings.Contains(string(help), want) {
 			t.Errorf("--help output lacks %q", want)
 		}
+	}
+}
+
+// RDS_CSI_VERSION=true left in the environment (a pod spec, a shell) does
+// not turn the plugin into a version printer: it serves.
+func TestVersionEnvironmentDoesNotStopPlugin(t *testing.T) {
+	dir := t.TempDir()
+	s := startServing(t, []string{"RDS_CSI_VERSION=true"}, "--simulate", "--mode", "controller", "--node-id", "n1",
+		"--log-format", "json", "--endpoint", "unix://"+filepath.Join(dir, "csi.sock"))
+	if _, err := csi.NewIdentityClient(s.conn).Probe(rpcCtx(t), &csi.ProbeRequest{}); err != nil {
+		t.Fatalf("Probe: %v", err)
+	}
+	s.signal(syscall.SIGTERM)
+	if code := s.wait(10 * time.Second); code != 0 {
+		t.Fatalf("exit code after SIGTERM = %d, want 0", code)
+	}
+}
+
+// --max-volumes (or RDS_CSI_MAX_VOLUMES) is the max_volumes_per_node the
+// node reports and the per-node limit the controller enforces; 0 is no
+// limit on either side.
+func TestMaxVolumes(t *testing.T) {
+	cases := []struct {
+		name string
+		env  []string
+		args []string
+		want int64
+	}{
+		{"flag", nil, []string{"--max-volumes", "2"}, 2},
+		{"environment zero", []string{"RDS_CSI_MAX_VOLUMES=0"}, nil, 0},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			dir := t.TempDir()
+			s := startServing(t, tc.env, append([]string{"--simulate", "--mode", "all", "--node-id", "n1",
+				"--log-format", "json", "--endpoint", "unix://" + filepath.Join(dir, "csi.sock")}, tc.args...)...)
+			info, err := csi.NewNodeClient(s.conn).NodeGetInfo(rpcCtx(t), &csi.NodeGetInfoRequest{})
+			if err != nil {
+				t.Fatalf("NodeGetInfo: %v", err)
+			}
+			if info.GetMaxVolumesPerNode() != tc.want {
+				t.Fatalf("max_volumes_per_node = %d, want %d", info.GetMaxVolumesPerNode(), tc.want)
+			}
+			// Up to the limit publishes succeed, the next one is refused;
+			// without a limit, three (more than the other case's) succeed.
+			ctrl := csi.NewControllerClient(s.conn)
+			n := max(tc.want, 2) + 1
+			for i := range n {
+				vol := createVolume(t, ctrl, fmt.Sprintf("max-volumes-%d", i))
+				_, err := publish(t, ctrl, vol, "n1")
+				switch {
+				case tc.want > 0 && i == tc.want:
+					if status.Code(err) != codes.ResourceExhausted {
+						t.Fatalf("publish %d over a limit of %d: got %v, want ResourceExhausted", i+1, tc.want, err)
+					}
+				case err != nil:
+					t.Fatalf("publish %d (limit %d): %v", i+1, tc.want, err)
+				}
+			}
+			s.signal(syscall.SIGTERM)
+			if code := s.wait(10 * time.Second); code != 0 {
+				t.Fatalf("exit code after SIGTERM = %d, want 0", code)
+			}
+		})
 	}
 }
 

@@ -345,6 +345,9 @@ func (p *plugin) grpcServer(c *config, ver string, disks rdscsi.Disks, connector
 			rdscsi.WithNodeLookup(func(_ context.Context, nodeID string) (bool, error) {
 				return known[nodeID], nil
 			}),
+			// The limit the nodes report (same flag on every node), held
+			// even for a CO that does not enforce it.
+			rdscsi.WithMaxVolumesPerNode(c.maxVolumes),
 		)
 		if err != nil {
 			return nil, fmt.Errorf("controller: %w", err)
@@ -358,6 +361,7 @@ func (p *plugin) grpcServer(c *config, ver string, disks rdscsi.Disks, connector
 			rdscsi.WithNodeLogger(logger.With("component", "node")),
 			rdscsi.WithNodeRecorder(p.rec),
 			rdscsi.WithStateDir(c.nodeStateDir),
+			rdscsi.WithMaxVolumes(int64(c.maxVolumes)),
 		)
 		if err != nil {
 			return nil, fmt.Errorf("node: %w", err)

@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -137,6 +138,8 @@ func startTelemetry(ctx context.Context, c *config, getenv func(string) string, 
 	if err != nil {
 		return nil, err
 	}
+	otelLogger := logger.With("component", "opentelemetry")
+	otel.SetLogger(logr.FromSlogHandler(otelLogger.Handler()))
 	// Building the resource reports some malformed OTEL_RESOURCE_ATTRIBUTES
 	// only through the global error handler: collect those and fail.
 	var resErrs []error
@@ -157,11 +160,7 @@ func startTelemetry(ctx context.Context, c *config, getenv func(string) string, 
 	resMu.Lock()
 	err = errors.Join(append(resErrs, err)...)
 	resMu.Unlock()
-	// Errors of background exports (collector down, ...) go to our log
-	// instead of the SDK's default stderr logger.
-	otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) {
-		logger.Warn("opentelemetry export error", "err", err)
-	}))
+	otel.SetErrorHandler(otelErrorHandler(otelLogger))
 	if err != nil {
 		return nil, fmt.Errorf("OTEL_RESOURCE_ATTRIBUTES: %s", oneLine(err))
 	}
@@ -213,6 +212,21 @@ func startTelemetry(ctx context.Context, c *config, getenv func(string) string, 
 
 	t.mp = sdkmetric.NewMeterProvider(opts...)
 	return t, nil
+}
+
+// otelErrorHandler logs the errors the OpenTelemetry SDK hands to
+// otel.Handle (failed background exports: collector down, refused, ...)
+// at Warn: the metrics are lost, the plugin keeps serving.
+//
+// The SDK's own log lines go to the same logger (otel.SetLogger in
+// startTelemetry) instead of its default plain-text stderr logger. logr
+// maps OTel's levels to slog ones: errors to Error, warnings (V(1)) to
+// Info-1 and informational lines (V(4)) to Debug, so the warnings show
+// with --log-level debug.
+func otelErrorHandler(logger *slog.Logger) otel.ErrorHandler {
+	return otel.ErrorHandlerFunc(func(err error) {
+		logger.Warn("opentelemetry error", "err", err)
+	})
 }
 
 // oneLine joins the lines of a joined error with "; ".
