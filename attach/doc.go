@@ -26,6 +26,18 @@
 // opener by a lock file. MemStore is for tests. Package attachtest checks
 // any Store against the contract.
 //
+// A crash mid-append leaves a torn tail, which FileStore cuts off on open:
+// those records were never acknowledged. Damage followed by valid records
+// (bit rot, a bad sector, a stray write) is different, since cutting there
+// would drop acknowledged attachments and could let a volume be published
+// to a second node: NewFileStore fails with ErrCorrupt and leaves the file
+// as it is. Either open it once with WithTruncateAtCorruption, which keeps
+// the records before the damage and drops those after it, or move the file
+// aside and rebuild the state from the orchestrator's records with
+// Manager.Replace before serving (in Kubernetes the external-attacher also
+// publishes again the VolumeAttachments missing from ListVolumes' published
+// nodes).
+//
 // Package attach knows volumes, nodes and durability; nothing about CSI,
 // gRPC or metrics.
 package attach

@@ -110,3 +110,45 @@ func ExampleManager_AddObserver() {
 	// attached pvc-1 volumes: 1
 	// detached pvc-1 volumes: 0
 }
+
+// A log damaged before valid records is refused with ErrCorrupt and left
+// as it is; an operator who accepts losing what follows the damage opens
+// it once with WithTruncateAtCorruption.
+func ExampleWithTruncateAtCorruption() {
+	dir, _ := os.MkdirTemp("", "attach-example")
+	defer os.RemoveAll(dir)
+	ctx := context.Background()
+	path := filepath.Join(dir, "attachments.log")
+
+	store, _ := attach.NewFileStore(path)
+	var second int64
+	for i, v := range []string{"pvc-1", "pvc-2", "pvc-3"} {
+		if i == 1 {
+			fi, _ := os.Stat(path)
+			second = fi.Size()
+		}
+		_ = store.Put(ctx, attach.Attachment{VolumeID: v, Mode: attach.Exclusive, Nodes: []string{"node-a"}})
+	}
+	store.Close()
+
+	// A stray write damages the second record; the third is intact.
+	f, _ := os.OpenFile(path, os.O_WRONLY, 0)
+	f.WriteAt([]byte{0xff}, second+10)
+	f.Close()
+
+	_, err := attach.NewFileStore(path)
+	fmt.Println("corrupt:", errors.Is(err, attach.ErrCorrupt))
+
+	store, err = attach.NewFileStore(path, attach.WithTruncateAtCorruption())
+	if err != nil {
+		panic(err)
+	}
+	defer store.Close()
+	as, _ := store.Load(ctx)
+	for _, a := range as {
+		fmt.Println("kept:", a.VolumeID, a.Nodes)
+	}
+	// Output:
+	// corrupt: true
+	// kept: pvc-1 [node-a]
+}

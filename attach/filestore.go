@@ -21,6 +21,7 @@ type fileOptions struct {
 	groupCommit     bool
 	compactRatio    int64
 	compactMinBytes int64
+	truncateCorrupt bool
 	logger          *slog.Logger
 }
 
@@ -47,12 +48,40 @@ func WithFileLogger(l *slog.Logger) FileOption {
 	return func(o *fileOptions) { o.logger = l }
 }
 
+// WithTruncateAtCorruption is for recovering a log that NewFileStore
+// refused with ErrCorrupt: the log is cut at the first damaged record, as
+// a torn tail would be, keeping the records before it and dropping every
+// record after it, valid or not. What is dropped is logged at Error. Use it
+// for one open, after deciding that losing those records is acceptable.
+func WithTruncateAtCorruption() FileOption {
+	return func(o *fileOptions) { o.truncateCorrupt = true }
+}
+
 // FileStore is the default Store: an append-only log in one file, with a
-// checksum and length on every record. On open a torn or corrupt tail
-// (from a crash mid-write) is cut off, never loaded. The log is compacted
-// by writing the live state to a temporary file, syncing it and renaming it
-// over the log. A lock file (path + ".lock", flock) keeps a second
-// FileStore, in this process or another, from opening the same log.
+// checksum and length on every record.
+//
+// On open, a damaged record (cut short, failing its checksum or not
+// parsing) ends the log that is loaded. With nothing valid after it, it is
+// a torn tail from a crash mid-append and is cut off. With valid records
+// after it, it is cut off with them only if it is a torn write: a
+// file-aligned 512-byte sector between it and the next valid record is all
+// zeros, as when a crash left a page of the last, unsynced batch unwritten
+// while a later one reached the disk; those records were never
+// acknowledged. Any other damage followed by valid records is corruption
+// of durable, acknowledged attachments (bit rot, a bad sector, a stray
+// write): NewFileStore fails with an error wrapping ErrCorrupt and leaves
+// the file as it is, since dropping an attachment could let a volume be
+// published to a second node. There are two ways out: open the log once
+// with WithTruncateAtCorruption, which keeps the records before the
+// damage; or move the file aside, start with an empty log and rebuild the
+// state with Manager.Replace from the orchestrator's records before
+// serving (in Kubernetes the external-attacher also publishes again the
+// VolumeAttachments it finds missing from ListVolumes' published nodes).
+//
+// The log is compacted by writing the live state to a temporary file,
+// syncing it and renaming it over the log. A lock file (path + ".lock",
+// flock) keeps a second FileStore, in this process or another, from
+// opening the same log.
 //
 // With group commit (the default) a committer goroutine syncs concurrent
 // writes together; Close stops it. Every method returns only after its
@@ -118,7 +147,8 @@ type op struct {
 
 // NewFileStore opens or creates the log at path; its directory must
 // exist. It fails with an error wrapping ErrLocked when another FileStore
-// holds the log.
+// holds the log, and with one wrapping ErrCorrupt when damage sits before
+// valid records (see FileStore); either way the lock is released.
 func NewFileStore(path string, opts ...FileOption) (*FileStore, error) {
 	o := fileOptions{groupCommit: true, compactRatio: 4, compactMinBytes: 4 << 20}
 	for _, opt := range opts {
@@ -184,21 +214,62 @@ func (s *FileStore) open() error {
 	}
 	// Sized for a log of mostly live records, to avoid rehashing.
 	s.state.vols = make(map[string]*Attachment, len(data)/64)
-	valid := int64(len(fileMagic) + decodeLog(data[len(fileMagic):], &s.state))
-	if valid < int64(len(data)) {
-		s.opts.logger.Warn("attach: dropping torn or corrupt log tail", "path", s.path,
-			"offset", valid, "bytes", int64(len(data))-valid)
-		if err := f.Truncate(valid); err != nil {
+	body := data[len(fileMagic):]
+	dec := newLogDecoder(body)
+	valid := dec.replay(0, &s.state)
+	if valid < len(body) {
+		if err := s.cutDamage(f, dec.inspect(valid, len(fileMagic), scanBudget), int64(len(data))); err != nil {
 			f.Close()
-			return fmt.Errorf("attach: truncate torn tail of %s: %w", s.path, err)
-		}
-		if err := f.Sync(); err != nil {
-			f.Close()
-			return fmt.Errorf("attach: sync %s: %w", s.path, err)
+			return err
 		}
 	}
-	s.f, s.size = f, valid
+	s.f, s.size = f, int64(len(fileMagic)+valid)
 	return nil
+}
+
+// cutDamage truncates the log at the damage dm describes, or, when that
+// would drop durable records and WithTruncateAtCorruption is not set,
+// returns an error wrapping ErrCorrupt without touching the file.
+func (s *FileStore) cutDamage(f *os.File, dm damage, size int64) error {
+	base := int64(len(fileMagic))
+	at := base + int64(dm.bad)
+	switch {
+	case dm.next < 0 && dm.gaveUp < 0:
+		s.opts.logger.Warn("attach: dropping torn or corrupt log tail", "path", s.path,
+			"offset", at, "bytes", size-at)
+	case dm.torn():
+		s.opts.logger.Warn("attach: dropping torn last batch: a sector was never written, so its records were never acknowledged",
+			"path", s.path, "offset", at, "bytes", size-at, "zero_sector", base+int64(dm.zeroSector),
+			"next_valid", base+int64(dm.next), "valid_records_dropped", dm.records)
+	default:
+		err := s.corruptError(dm)
+		if !s.opts.truncateCorrupt {
+			return err
+		}
+		s.opts.logger.Error("attach: truncating corrupt log as asked: valid records after the damage are lost",
+			"path", s.path, "offset", at, "bytes", size-at, "valid_records_dropped", dm.records, "err", err)
+	}
+	if err := f.Truncate(at); err != nil {
+		return fmt.Errorf("attach: truncate %s at %d: %w", s.path, at, err)
+	}
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("attach: sync %s: %w", s.path, err)
+	}
+	return nil
+}
+
+func (s *FileStore) corruptError(dm damage) error {
+	base := len(fileMagic)
+	if dm.next < 0 {
+		return fmt.Errorf("attach: %s: record at offset %d is damaged and the search for valid records after it gave up at offset %d; file left as it is: %w",
+			s.path, base+dm.bad, base+dm.gaveUp, ErrCorrupt)
+	}
+	count := fmt.Sprint(dm.records)
+	if dm.gaveUp >= 0 {
+		count = "at least " + count
+	}
+	return fmt.Errorf("attach: %s: record at offset %d is damaged but %s valid records follow from offset %d; file left as it is: %w",
+		s.path, base+dm.bad, count, base+dm.next, ErrCorrupt)
 }
 
 func readAll(f *os.File) ([]byte, error) {

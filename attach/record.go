@@ -123,70 +123,117 @@ type logState struct {
 // cut short, fails its checksum or does not parse ends the prefix; nothing
 // from it or after it is applied.
 func decodeLog(data []byte, st *logState) int {
-	// One string holds every ID, so decoding allocates per record only
-	// for the node slices, which are carved from shared chunks.
-	text := string(data)
-	var nodes []string
-	var atts []Attachment
-	off := 0
-	for {
-		if len(data)-off < frameHeader {
+	return newLogDecoder(data).replay(0, st)
+}
+
+// logDecoder reads the records of one log body. One string holds every
+// ID, so decoding allocates per record only for the node slices, which are
+// carved from shared chunks.
+type logDecoder struct {
+	data  []byte
+	text  string // the same bytes as data, as a string
+	nodes []string
+	atts  []Attachment
+}
+
+func newLogDecoder(data []byte) *logDecoder {
+	return &logDecoder{data: data, text: string(data)}
+}
+
+// replay applies the records from off on to st, up to the first bad one,
+// and returns where that one starts (len(data) if none is bad).
+func (d *logDecoder) replay(off int, st *logState) int {
+	for off < len(d.data) {
+		end, put, id, ok := d.record(off)
+		if !ok {
 			return off
 		}
-		n := int(binary.LittleEndian.Uint32(data[off+4:]))
-		if n == 0 || n > maxPayload || n > len(data)-off-frameHeader {
-			return off
-		}
-		end := off + frameHeader + n
-		if crc32.Checksum(data[off+4:end], castagnoli) != binary.LittleEndian.Uint32(data[off:]) {
-			return off
-		}
-		p := parser{data: data[:end], text: text, off: off + frameHeader}
-		switch p.byte() {
-		case recPut:
-			flags := p.byte()
-			a := Attachment{Mode: Mode(p.varint())}
-			a.VolumeID = p.string()
-			count := p.uvarint()
-			if count > uint64(n) {
-				return off
-			}
-			if len(nodes) < int(count) {
-				nodes = make([]string, max(256, int(count)))
-			}
-			a.Nodes = nodes[:count:count]
-			nodes = nodes[count:]
-			for i := range a.Nodes {
-				a.Nodes[i] = p.string()
-			}
-			if flags&flagStarted != 0 {
-				a.MigrationStarted = time.Unix(0, p.varint()).UTC()
-			}
-			a.MigrationTimeout = time.Duration(p.varint())
-			if p.bad || p.off != end || flags&^flagStarted != 0 {
-				return off
-			}
-			if count == 0 {
-				a.Nodes = nil
-			}
-			if len(atts) == 0 {
-				atts = make([]Attachment, 256)
-			}
-			atts[0] = a
-			st.vols[a.VolumeID] = &atts[0]
-			atts = atts[1:]
-		case recDelete:
-			id := p.string()
-			if p.bad || p.off != end {
-				return off
-			}
+		if put != nil {
+			st.vols[put.VolumeID] = put
+		} else {
 			delete(st.vols, id)
-		default:
-			return off
 		}
 		st.records++
 		off = end
 	}
+	return off
+}
+
+// frameLen returns the payload length that the frame header at off
+// claims, or -1 when no record can start there: the header is cut short,
+// the length is zero, over maxPayload or past the end of data, or the
+// payload's kind is unknown. It reads nine bytes, so it is the cheap
+// filter before a checksum.
+func frameLen(data []byte, off int) int {
+	if len(data)-off < frameHeader {
+		return -1
+	}
+	n := int(binary.LittleEndian.Uint32(data[off+4:]))
+	if n == 0 || n > maxPayload || n > len(data)-off-frameHeader {
+		return -1
+	}
+	if k := data[off+frameHeader]; k != recPut && k != recDelete {
+		return -1
+	}
+	return n
+}
+
+// record decodes the record at off and returns where it ends and either
+// the Attachment it puts or the volume ID it deletes. ok is false when the
+// record is cut short, fails its checksum or does not parse.
+func (d *logDecoder) record(off int) (end int, put *Attachment, id string, ok bool) {
+	data := d.data
+	n := frameLen(data, off)
+	if n < 0 {
+		return 0, nil, "", false
+	}
+	end = off + frameHeader + n
+	if crc32.Checksum(data[off+4:end], castagnoli) != binary.LittleEndian.Uint32(data[off:]) {
+		return 0, nil, "", false
+	}
+	p := parser{data: data[:end], text: d.text, off: off + frameHeader}
+	switch p.byte() {
+	case recPut:
+		flags := p.byte()
+		a := Attachment{Mode: Mode(p.varint())}
+		a.VolumeID = p.string()
+		count := p.uvarint()
+		if count > uint64(n) {
+			return 0, nil, "", false
+		}
+		if len(d.nodes) < int(count) {
+			d.nodes = make([]string, max(256, int(count)))
+		}
+		a.Nodes = d.nodes[:count:count]
+		d.nodes = d.nodes[count:]
+		for i := range a.Nodes {
+			a.Nodes[i] = p.string()
+		}
+		if flags&flagStarted != 0 {
+			a.MigrationStarted = time.Unix(0, p.varint()).UTC()
+		}
+		a.MigrationTimeout = time.Duration(p.varint())
+		if p.bad || p.off != end || flags&^flagStarted != 0 {
+			return 0, nil, "", false
+		}
+		if count == 0 {
+			a.Nodes = nil
+		}
+		if len(d.atts) == 0 {
+			d.atts = make([]Attachment, 256)
+		}
+		d.atts[0] = a
+		put = &d.atts[0]
+		d.atts = d.atts[1:]
+		return end, put, "", true
+	case recDelete:
+		id := p.string()
+		if p.bad || p.off != end {
+			return 0, nil, "", false
+		}
+		return end, nil, id, true
+	}
+	return 0, nil, "", false
 }
 
 // parser reads fields of one payload; a read past the end sets bad.

@@ -88,4 +88,8 @@ var (
 	// ErrLocked: the FileStore's file is held by another process or by
 	// another FileStore in this process.
 	ErrLocked = errors.New("attach: store file locked by another owner")
+	// ErrCorrupt: the FileStore's log has a damaged record followed by
+	// valid ones, so cutting it off would drop acknowledged attachments.
+	// The file is left as it is; FileStore describes the ways out.
+	ErrCorrupt = errors.New("attach: store log corrupt")
 )
