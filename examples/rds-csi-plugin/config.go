@@ -49,6 +49,7 @@ type config struct {
 	simulate       bool
 	simulateDir    string
 	maxVolumes     int
+	stateTruncate  bool
 	version        bool
 
 	// source names where each flag's value came from ("--mode" or
@@ -102,6 +103,7 @@ func newFlagSet(c *config) *flag.FlagSet {
 	fs.StringVar(&c.metricsAddress, "metrics-address", "", "listen address of the Prometheus /metrics endpoint, e.g. :9090; empty disables it")
 	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	fs.BoolVar(&c.stateTruncate, "state-truncate-at-corruption", false, "recovery only: open a --state-file damaged in the middle by keeping the records before the damage and dropping the rest, instead of refusing to start")
 	fs.StringVar(&c.knownNodes, "known-nodes", "", "comma-separated node IDs the controller accepts besides --node-id")
 	fs.StringVar(&c.nvmeAddress, "nvme-address", "", "NVMe/TCP address nodes connect to (default: the host of --rds-address)")
 	fs.BoolVar(&c.simulate, "simulate", false, "run against an in-process fake RDS on loopback instead of a real one")

@@ -271,6 +271,7 @@ func TestEveryFlagHasEnvironmentFallback(t *testing.T) {
 		"state-file": "/var/lib/env/attachments.json", "node-state-dir": "/var/lib/env/node",
 		"metrics-address": ":9999", "log-format": "json", "log-level": "debug", "known-nodes": "a,b",
 		"nvme-address": "10.0.0.8", "simulate": "true", "simulate-dir": "/tmp/env-sim", "max-volumes": "7",
+		"state-truncate-at-corruption": "true",
 	}
 	var all []string
 	newFlagSet(&config{}).VisitAll(func(f *flag.Flag) { all = append(all, f.Name) })

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -292,5 +293,78 @@ func checkOneErrorLine(t *testing.T, out string, want ...string) {
 		if !strings.Contains(lines[0], w) {
 			t.Errorf("error line %q does not mention %q", lines[0], w)
 		}
+	}
+}
+
+// A state file damaged in the middle stops the controller with one error
+// line that names the way out, and the file is left byte for byte; with
+// --state-truncate-at-corruption it starts, keeping the records before the
+// damage, and says at error level what it dropped.
+func TestCorruptStateFile(t *testing.T) {
+	dir := t.TempDir()
+	state := filepath.Join(dir, "attachments.json")
+	store, err := attach.NewFileStore(state)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	for i := range 5 {
+		a := attach.Attachment{VolumeID: fmt.Sprintf("pvc-%d", i), Mode: attach.Exclusive, Nodes: []string{"n1"}}
+		if err := store.Put(ctx, a); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := store.Close(); err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(state)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Five records of one size: the middle byte lies in the third, so
+	// two valid records follow the damage.
+	data[len(data)/2] ^= 0xff
+	if err := os.WriteFile(state, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	args := []string{"--simulate", "--mode", "controller", "--node-id", "n1", "--log-format", "json",
+		"--endpoint", "unix://" + filepath.Join(dir, "csi.sock"), "--state-file", state}
+
+	p := startPlugin(t, nil, args...)
+	if code := p.wait(30 * time.Second); code == 0 {
+		t.Fatalf("started on a corrupt state file; stderr:\n%s", p.stderr())
+	}
+	checkOneErrorLine(t, p.stderr(), "--state-file", "corrupt", "move it aside", "--state-truncate-at-corruption")
+	if after, err := os.ReadFile(state); err != nil || string(after) != string(data) {
+		t.Fatalf("state file changed by a refused start (err %v)", err)
+	}
+
+	p = startPlugin(t, nil, append(args, "--state-truncate-at-corruption")...)
+	rec := p.waitLog("attach: truncating corrupt log as asked: valid records after the damage are lost", 30*time.Second)
+	if rec["level"] != "ERROR" || rec["valid_records_dropped"] != float64(2) {
+		t.Errorf("truncation record = %v, want level ERROR and 2 valid records dropped", rec)
+	}
+	p.waitLog("rds-csi-plugin: serving", 30*time.Second)
+	p.signal(syscall.SIGTERM)
+	if code := p.wait(10 * time.Second); code != 0 {
+		t.Fatalf("exit code after SIGTERM = %d, want 0", code)
+	}
+	// The records before the damage survived the truncation.
+	store, err = attach.NewFileStore(state)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	as, err := store.Load(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, a := range as {
+		ids = append(ids, a.VolumeID)
+	}
+	slices.Sort(ids)
+	if want := []string{"pvc-0", "pvc-1"}; !slices.Equal(ids, want) {
+		t.Errorf("attachments after recovery = %v, want %v", ids, want)
 	}
 }

@@ -222,7 +222,16 @@ func (p *plugin) openAttachments(ctx context.Context, c *config, logger *slog.Lo
 	if err := os.MkdirAll(filepath.Dir(c.stateFile), 0o750); err != nil {
 		return fmt.Errorf("%s: %w", c.src("state-file"), err)
 	}
-	if p.store, err = openStore(ctx, c.stateFile, logger); err != nil {
+	var opts []attach.FileOption
+	if c.stateTruncate {
+		opts = append(opts, attach.WithTruncateAtCorruption())
+	}
+	if p.store, err = openStore(ctx, c.stateFile, logger, opts...); err != nil {
+		if errors.Is(err, attach.ErrCorrupt) {
+			return fmt.Errorf("%s: %w; to start, either move it aside (the controller "+
+				"starts with no attachments and the CO re-publishes what it knows), or start once with "+
+				"--state-truncate-at-corruption to keep the records before the damage", c.src("state-file"), err)
+		}
 		return fmt.Errorf("%s: %w", c.src("state-file"), err)
 	}
 	p.manager, err = attach.NewManager(ctx, p.store,
@@ -242,13 +251,13 @@ func (p *plugin) openAttachments(ctx context.Context, c *config, logger *slog.Lo
 	return nil
 }
 
-// openStore opens the FileStore at path, waiting up to lockWait while
-// another process holds its lock.
-func openStore(ctx context.Context, path string, logger *slog.Logger) (*attach.FileStore, error) {
+// openStore opens the FileStore at path with opts, waiting up to lockWait
+// while another process holds its lock.
+func openStore(ctx context.Context, path string, logger *slog.Logger, opts ...attach.FileOption) (*attach.FileStore, error) {
 	logger = logger.With("component", "attach")
 	deadline := time.Now().Add(lockWait)
 	for logged := false; ; {
-		store, err := attach.NewFileStore(path, attach.WithFileLogger(logger))
+		store, err := attach.NewFileStore(path, append([]attach.FileOption{attach.WithFileLogger(logger)}, opts...)...)
 		if !errors.Is(err, attach.ErrLocked) {
 			return store, err
 		}
