@@ -131,6 +131,11 @@ func checkConfig(cfg collectorConfig) []string {
 	// Two exporters listening on one port cannot both start.
 	ports := map[string]string{}
 	for id, settings := range cfg.Exporters {
+		// The Collector (v0.165) warns about it at every start and a
+		// feature gate turns it into an error.
+		if _, old := settings["resource_to_telemetry_conversion"]; old && componentType(id) == "prometheus" {
+			bad("exporter %q: resource_to_telemetry_conversion is deprecated, use resource_constant_labels", id)
+		}
 		ep, _ := settings["endpoint"].(string)
 		if componentType(id) != "prometheus" || ep == "" {
 			continue
@@ -181,6 +186,9 @@ func TestCheckConfigFindsMistakes(t *testing.T) {
 		},
 		"port clash": func(c *collectorConfig) {
 			c.Exporters["prometheus/scraped"]["endpoint"] = c.Exporters["prometheus/otlp"]["endpoint"]
+		},
+		"deprecated resource conversion": func(c *collectorConfig) {
+			c.Exporters["prometheus/scraped"]["resource_to_telemetry_conversion"] = map[string]any{"enabled": true}
 		},
 	}
 	for name, mutate := range mutations {

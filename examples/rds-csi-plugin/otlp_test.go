@@ -149,18 +149,23 @@ func TestOTLPExport(t *testing.T) {
 		// env builds the endpoint variables from the receiver's address.
 		env         func(addr string) []string
 		serviceName string
+		// resource is OTEL_RESOURCE_ATTRIBUTES; instanceID the
+		// service.instance.id expected (the node ID unless resource sets
+		// one).
+		resource, instanceID string
 	}{
 		{"grpc", protoGRPC, func(addr string) []string {
 			return []string{"OTEL_EXPORTER_OTLP_ENDPOINT=http://" + addr, "OTEL_EXPORTER_OTLP_PROTOCOL=grpc"}
-		}, serviceName},
+		}, serviceName, "deployment.environment.name=otlp-test", "n1"},
 		{"http", protoHTTP, func(addr string) []string {
 			return []string{"OTEL_EXPORTER_OTLP_ENDPOINT=http://" + addr, "OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf"}
-		}, serviceName},
+		}, serviceName, "deployment.environment.name=otlp-test", "n1"},
 		// The per-signal endpoint is used as is (with its path), the
-		// protocol defaults to http/protobuf, and OTEL_SERVICE_NAME wins.
+		// protocol defaults to http/protobuf, and OTEL_SERVICE_NAME and
+		// OTEL_RESOURCE_ATTRIBUTES win over the plugin's own attributes.
 		{"http metrics endpoint", protoHTTP, func(addr string) []string {
 			return []string{"OTEL_EXPORTER_OTLP_METRICS_ENDPOINT=http://" + addr + "/v1/metrics", "OTEL_SERVICE_NAME=rds-csi-lab"}
-		}, "rds-csi-lab"},
+		}, "rds-csi-lab", "deployment.environment.name=otlp-test,service.instance.id=lab-1", "lab-1"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -185,7 +190,7 @@ func TestOTLPExport(t *testing.T) {
 			dir := t.TempDir()
 			env := append(tc.env(addr),
 				"OTEL_METRIC_EXPORT_INTERVAL=200",
-				"OTEL_RESOURCE_ATTRIBUTES=deployment.environment.name=otlp-test",
+				"OTEL_RESOURCE_ATTRIBUTES="+tc.resource,
 			)
 			s := startServing(t, env, "--simulate", "--mode", "controller", "--node-id", "n1", "--log-format", "json",
 				"--endpoint", "unix://"+filepath.Join(dir, "csi.sock"))
@@ -201,6 +206,7 @@ func TestOTLPExport(t *testing.T) {
 				"service.name":                tc.serviceName,
 				"service.version":             ver,
 				"deployment.environment.name": "otlp-test",
+				"service.instance.id":         tc.instanceID,
 				"telemetry.sdk.language":      "go",
 			} {
 				if p.resource[k] != v {

@@ -153,8 +153,15 @@ func startTelemetry(ctx context.Context, c *config, getenv func(string) string, 
 		resource.WithAttributes(
 			attribute.String("service.name", serviceName),
 			attribute.String("service.version", version),
+			// Keeps instances apart where resource attributes become
+			// labels (a Collector's Prometheus exporter makes it the
+			// instance label); the node ID is unique per node pod and,
+			// by default the host name, per controller pod.
+			attribute.String("service.instance.id", c.nodeID),
 		),
-		resource.WithFromEnv(), // OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES
+		// Later detectors win: OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES
+		// override the attributes above.
+		resource.WithFromEnv(),
 		resource.WithTelemetrySDK(),
 	)
 	resMu.Lock()
