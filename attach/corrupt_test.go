@@ -102,6 +102,25 @@ func checkCorrupt(t *testing.T, path string, content []byte, wantInErr ...string
 	}
 }
 
+// openCut opens the log at path with opts, checks that it loads want and
+// that the file was cut to size, and returns the attributes of the one
+// record logged at level; what names the damage in failures.
+func openCut(t *testing.T, path string, want []attach.Attachment, size int64, level slog.Level, what string, opts ...attach.FileOption) map[string]int64 {
+	t.Helper()
+	var logs logCapture
+	s := openFileStore(t, path, append(opts, attach.WithFileLogger(slog.New(&logs)))...)
+	got, err := s.Load(context.Background())
+	must(t, err)
+	must(t, s.Close())
+	if d := attachtest.EqualState(got, want); d != "" {
+		t.Fatalf("%s, recovered: %s", what, d)
+	}
+	if got := fileSize(t, path); got != size {
+		t.Fatalf("%s: log is %d bytes, want it cut at %d", what, got, size)
+	}
+	return logs.only(t, level)
+}
+
 // A damaged record in the middle of the log, followed by valid records,
 // is corruption of acknowledged data: the open fails and changes nothing,
 // whichever byte of the record is damaged. With WithTruncateAtCorruption
@@ -116,18 +135,8 @@ func TestFileStoreCorruptMidLog(t *testing.T) {
 		checkCorrupt(t, path, bad, path, fmt.Sprintf("offset %d", starts[k]),
 			fmt.Sprintf("%d valid records follow from offset %d", n-k-1, starts[k+1]))
 
-		var logs logCapture
-		s := openFileStore(t, path, attach.WithTruncateAtCorruption(), attach.WithFileLogger(slog.New(&logs)))
-		got, err := s.Load(context.Background())
-		must(t, err)
-		must(t, s.Close())
-		if d := attachtest.EqualState(got, as[:k]); d != "" {
-			t.Fatalf("byte %d damaged, recovered: %s", off, d)
-		}
-		if size := fileSize(t, path); size != starts[k] {
-			t.Fatalf("byte %d damaged: recovered log is %d bytes, want %d", off, size, starts[k])
-		}
-		attrs := logs.only(t, slog.LevelError)
+		attrs := openCut(t, path, as[:k], starts[k], slog.LevelError, fmt.Sprintf("byte %d damaged", off),
+			attach.WithTruncateAtCorruption())
 		if attrs["offset"] != starts[k] || attrs["valid_records_dropped"] != n-k-1 || attrs["bytes"] != starts[n]-starts[k] {
 			t.Fatalf("byte %d damaged: logged %v", off, attrs)
 		}
@@ -160,20 +169,10 @@ func TestFileStoreTornWrite(t *testing.T) {
 		torn := bytes.Clone(data)
 		clear(torn[sector : sector+512])
 		must(t, os.WriteFile(path, torn, 0o600))
-		var logs logCapture
-		s := openFileStore(t, path, attach.WithFileLogger(slog.New(&logs)))
-		got, err := s.Load(context.Background())
-		must(t, err)
-		must(t, s.Close())
-		if d := attachtest.EqualState(got, as[:first]); d != "" {
-			t.Fatalf("sector %d zeroed: %s", sector, d)
-		}
-		if size := fileSize(t, path); size != starts[first] {
-			t.Fatalf("sector %d zeroed: log is %d bytes, want it cut at %d", sector, size, starts[first])
-		}
+		attrs := openCut(t, path, as[:first], starts[first], slog.LevelWarn, fmt.Sprintf("sector %d zeroed", sector))
 		want := map[string]int64{"offset": starts[first], "bytes": starts[n] - starts[first],
 			"zero_sector": sector, "next_valid": starts[next], "valid_records_dropped": int64(n - next)}
-		if attrs := logs.only(t, slog.LevelWarn); fmt.Sprint(attrs) != fmt.Sprint(want) {
+		if fmt.Sprint(attrs) != fmt.Sprint(want) {
 			t.Fatalf("sector %d zeroed: logged %v, want %v", sector, attrs, want)
 		}
 	}

@@ -214,11 +214,7 @@ func TestInitiatorsAreLiveState(t *testing.T) {
 func TestClientDeleteDiskInUse(t *testing.T) {
 	s := newServer(t)
 	ctx := context.Background()
-	client, err := rdsclient.Dial(ctx, s.Addr(), s.ClientConfig())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { client.Close() })
+	client := dialClient(t, s)
 	const slot = "pvc-busy"
 	if _, err := client.CreateDisk(ctx, rdsclient.DiskSpec{
 		Slot: slot, FilePath: "/storage-pool/k8s/" + slot + ".img", SizeBytes: 1 << 30,
@@ -261,11 +257,7 @@ func TestClientDeleteDiskInUse(t *testing.T) {
 func TestClientDiskStatsFullOutput(t *testing.T) {
 	s := newServer(t)
 	ctx := context.Background()
-	client, err := rdsclient.Dial(ctx, s.Addr(), s.ClientConfig())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { client.Close() })
+	client := dialClient(t, s)
 	s.SetTraffic("storage-pool", rdstest.Traffic{ReadOps: 243401, ReadBytes: 33131503616, WriteOps: 17667231,
 		WriteBytes: 515659673600, WriteRateBits: 12_800_000, InFlightOps: 2, ReadRateBits: 4_000,
 		ReadMerges: 11, WriteMerges: 22, DiscardOps: 33, DiscardMerges: 44, DiscardBytes: 1 << 40, FlushOps: 55})
@@ -314,4 +306,16 @@ func ExampleServer_ConnectInitiator() {
 	// Output:
 	// true 1
 	// <nil>
+}
+
+// dialClient returns a real rdsclient.Client of s, closed at the end of
+// the test.
+func dialClient(t *testing.T, s *rdstest.Server) *rdsclient.Client {
+	t.Helper()
+	client, err := rdsclient.Dial(context.Background(), s.Addr(), s.ClientConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { client.Close() })
+	return client
 }
