@@ -1,18 +1,17 @@
 package rdsclient_test
 
 import (
-	"bytes"
 	"errors"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"golang.org/x/crypto/ssh"
 
+	"github.com/srvlab/rds-csi/internal/testutil"
 	"github.com/srvlab/rds-csi/rdsclient"
 	"github.com/srvlab/rds-csi/rdsclient/rdstest"
 )
@@ -638,7 +637,7 @@ func TestObserver(t *testing.T) {
 
 func TestLogger(t *testing.T) {
 	srv := newServer(t)
-	var buf syncBuffer
+	var buf testutil.SyncBuffer
 	log := slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	c := dial(t, srv, rdsclient.WithLogger(log))
 	if _, err := c.Disk(testCtx(t), "pvc-logged"); !errors.Is(err, rdsclient.ErrNotFound) {
@@ -651,24 +650,6 @@ func TestLogger(t *testing.T) {
 	if strings.Contains(out, "PRIVATE KEY") {
 		t.Errorf("key material in the log:\n%s", out)
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for the logger's concurrent writes.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // rawOutput runs line over a plain SSH session and returns its stdout.

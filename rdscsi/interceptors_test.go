@@ -1,7 +1,6 @@
 package rdscsi_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"log/slog"
@@ -15,32 +14,14 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/srvlab/rds-csi/internal/testutil"
 	"github.com/srvlab/rds-csi/metrics"
 	"github.com/srvlab/rds-csi/rdsclient"
 	"github.com/srvlab/rds-csi/rdscsi"
 )
 
-// ctrlTestSyncBuffer is a bytes.Buffer safe for the concurrent writes of
-// a slog handler and reads of the test.
-type ctrlTestSyncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *ctrlTestSyncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *ctrlTestSyncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
-
 func TestLoggingStripsSecrets(t *testing.T) {
-	var buf ctrlTestSyncBuffer
+	var buf testutil.SyncBuffer
 	logger := slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	e := newCtrlTestEnv(t, ctrlTestConfig{logger: logger})
 	ctx := context.Background()

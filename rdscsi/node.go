@@ -427,6 +427,20 @@ func (n *NodeServer) unmountAll(ctx context.Context, p string) error {
 	return fmt.Errorf("rdscsi: %s is still mounted after %d unmounts", p, maxStacked)
 }
 
+// statCleared stats p, first unmounting everything from it when its
+// mount is corrupted (a dead device's file system), so the caller sees a
+// path it can mount on again.
+func (n *NodeServer) statCleared(ctx context.Context, p string) (pathState, error) {
+	st, err := statPath(p)
+	if err != nil || !st.corrupted {
+		return st, err
+	}
+	if err := n.unmountAll(ctx, p); err != nil {
+		return pathState{}, err
+	}
+	return statPath(p)
+}
+
 // ---- NodeStageVolume ----
 
 // NodeStageVolume connects the volume and, for a mount volume, formats it
@@ -518,17 +532,9 @@ func (n *NodeServer) stageBlock(ctx context.Context, id, nqn, staging string, re
 }
 
 func (n *NodeServer) stageMount(ctx context.Context, id, nqn, staging string, rec *stageRecord, dev string, devID deviceRecord, vc nodeCapability) error {
-	st, err := statPath(staging)
+	st, err := n.statCleared(ctx, staging)
 	if err != nil {
 		return err
-	}
-	if st.corrupted {
-		if err := n.unmountAll(ctx, staging); err != nil {
-			return err
-		}
-		if st, err = statPath(staging); err != nil {
-			return err
-		}
 	}
 	if st.mounted() {
 		return n.checkStagedMount(ctx, id, nqn, staging, rec, st, dev, devID, vc)
@@ -831,17 +837,9 @@ func (n *NodeServer) publish(ctx context.Context, req *csi.NodePublishVolumeRequ
 		source = staging
 	}
 
-	st, err := statPath(targetPath)
+	st, err := n.statCleared(ctx, targetPath)
 	if err != nil {
 		return err
-	}
-	if st.corrupted {
-		if err := n.unmountAll(ctx, targetPath); err != nil {
-			return err
-		}
-		if st, err = statPath(targetPath); err != nil {
-			return err
-		}
 	}
 	if st.mounted() {
 		if err := publishedCompatible(st, rec.Block, devID, readOnly); err != nil {

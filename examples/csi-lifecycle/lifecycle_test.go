@@ -5,37 +5,22 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/srvlab/rds-csi/internal/testutil"
 )
 
 // pluginBin is examples/rds-csi-plugin, built once by TestMain.
 var pluginBin string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "csi-lifecycle-test-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	pluginBin = filepath.Join(dir, "rds-csi-plugin")
-	build := exec.Command("go", "build", "-o", pluginBin, "../rds-csi-plugin")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "building rds-csi-plugin:", err)
-		os.RemoveAll(dir)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
+	os.Exit(testutil.MainWithBinary(m, "../rds-csi-plugin", "rds-csi-plugin", false, &pluginBin))
 }
 
 // startPlugin runs the simulated plugin and returns its endpoint and
@@ -59,7 +44,7 @@ func startPlugin(t *testing.T) (endpoint, metricsURL string) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	var logs syncBuffer
+	var logs testutil.SyncBuffer
 	ready := make(chan string, 1)
 	exited := make(chan error, 1)
 	go func() {
@@ -191,24 +176,6 @@ func TestBadEndpoint(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "GetPluginInfo") {
 		t.Fatalf("got %v, want a GetPluginInfo failure", err)
 	}
-}
-
-// syncBuffer is a bytes.Buffer the log reader and the test may use at once.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) WriteString(v string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.b.WriteString(v)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // The default work directory is removed without descending into it: a

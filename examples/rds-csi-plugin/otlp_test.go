@@ -24,6 +24,8 @@ import (
 	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/srvlab/rds-csi/internal/testutil"
 )
 
 // otlpActiveGauge is the OTLP name of the gauge Prometheus shows as
@@ -317,7 +319,7 @@ func jsonRecords(t *testing.T, out string) []map[string]any {
 // What the OpenTelemetry SDK reports about itself, its log lines and the
 // errors it hands to otel.Handle, goes through the plugin's slog logger.
 func TestOTelDiagnosticsGoToSlog(t *testing.T) {
-	var buf syncBuffer
+	var buf testutil.SyncBuffer
 	logger := slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	tel, err := startTelemetry(context.Background(), &config{}, envOf(), "test", logger)
 	if err != nil {

@@ -10,6 +10,7 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
+	"github.com/srvlab/rds-csi/internal/testutil"
 	"github.com/srvlab/rds-csi/rdsclient/rdstest"
 )
 
@@ -163,7 +164,7 @@ func TestMonitorWithoutOnceStreams(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var buf syncBuffer
+	var buf testutil.SyncBuffer
 	sess.Stdout = &buf
 	done := make(chan error, 1)
 	if err := sess.Start("/disk monitor-traffic storage-pool"); err != nil {

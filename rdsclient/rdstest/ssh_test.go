@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
+	"github.com/srvlab/rds-csi/internal/testutil"
 	"github.com/srvlab/rds-csi/rdsclient/rdstest"
 )
 
@@ -236,7 +237,7 @@ func TestWithDataDirKept(t *testing.T) {
 }
 
 func TestWithLogger(t *testing.T) {
-	var buf syncBuffer
+	var buf testutil.SyncBuffer
 	s := newServer(t, rdstest.WithLogger(slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))))
 	s.RejectAuth(true)
 	if c, err := ssh.Dial("tcp", s.Addr(), sshConfig(s, "")); err == nil {

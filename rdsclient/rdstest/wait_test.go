@@ -1,8 +1,6 @@
 package rdstest_test
 
 import (
-	"bytes"
-	"sync"
 	"testing"
 	"time"
 )
@@ -29,22 +27,4 @@ func waitErr(t *testing.T, ch <-chan error) error {
 		t.Fatal("timed out")
 		return nil
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for a writer and a reader goroutine.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
