@@ -47,7 +47,7 @@ var (
 	// rdsStatuses are the statuses rdsclient.Observer documents.
 	rdsStatuses = []string{
 		"ok", "not_found", "exists", "no_space", "invalid", "in_use",
-		"unavailable", "timeout", "error",
+		"unavailable", "timeout", "host_key_mismatch", "auth_failed", "error",
 	}
 	okError          = []string{"ok", "error"}
 	mountOperations  = []string{"format", "mount", "unmount", "resize"}

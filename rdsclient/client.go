@@ -33,12 +33,14 @@ const maxBackoff = 5 * time.Second
 // It is safe for concurrent use. It starts goroutines (connection watcher,
 // re-dials); Close stops them.
 type Client struct {
-	addr string
-	cfg  Config
-	ssh  *ssh.ClientConfig
-	opts options
-	log  *slog.Logger
-	obs  Observer
+	addr  string
+	user  string // Config.User as given, without the flags Dial adds
+	cfg   Config
+	ssh   *ssh.ClientConfig
+	opts  options
+	log   *slog.Logger
+	obs   Observer
+	width int // console width print detail is wrapped at
 
 	sem chan struct{} // bounds concurrent sessions
 
@@ -72,10 +74,12 @@ type dialAttempt struct {
 }
 
 // Dial connects to the RDS at addr ("host" or "host:port", port 22 by
-// default) and returns a Client. It honours ctx and cfg.DialTimeout and
+// default) and returns a Client. It honours ctx and WithDialTimeout and
 // retries transient dial faults per WithRetry. cfg.HostKeyCallback and
-// cfg.User are required (ErrInvalid otherwise). Dial failures wrap
-// ErrUnavailable, including a refused host key or authentication.
+// cfg.User are required (ErrInvalid otherwise). A transport failure wraps
+// ErrUnavailable; a refused host key is a *HostKeyError and a refused
+// login an *AuthError, neither of which is retried nor wraps
+// ErrUnavailable, because only a change of configuration fixes them.
 func Dial(ctx context.Context, addr string, cfg *Config, opts ...Option) (*Client, error) {
 	if cfg == nil {
 		return nil, invalidf("nil config")
@@ -93,9 +97,6 @@ func Dial(ctx context.Context, addr string, cfg *Config, opts ...Option) (*Clien
 		// Colours off and no terminal detection: plain text on exec channels.
 		conf.User += "+ct"
 	}
-	if conf.DialTimeout <= 0 {
-		conf.DialTimeout = 10 * time.Second
-	}
 	if addr == "" {
 		return nil, invalidf("empty address")
 	}
@@ -111,19 +112,21 @@ func Dial(ctx context.Context, addr string, cfg *Config, opts ...Option) (*Clien
 		opt(&o)
 	}
 	c := &Client{
-		addr: addr,
-		cfg:  conf,
-		opts: o,
-		log:  o.logger,
-		obs:  o.observer,
-		sem:  make(chan struct{}, o.maxSessions),
+		addr:  addr,
+		user:  cfg.User,
+		cfg:   conf,
+		opts:  o,
+		log:   o.logger,
+		obs:   o.observer,
+		sem:   make(chan struct{}, o.maxSessions),
+		width: routeros.ConsoleWidth(conf.User),
 	}
 	c.ssh = &ssh.ClientConfig{
 		User:              conf.User,
 		Auth:              conf.Auth,
 		HostKeyCallback:   conf.HostKeyCallback,
 		HostKeyAlgorithms: conf.HostKeyAlgorithms,
-		Timeout:           conf.DialTimeout,
+		Timeout:           o.dialTimeout,
 	}
 	c.base, c.cancel = context.WithCancel(context.Background())
 
@@ -187,10 +190,11 @@ func (c *Client) isClosed() bool {
 	return c.closed
 }
 
-// dialOnce makes one TCP dial and SSH handshake, bounded by ctx and
-// DialTimeout.
+// dialOnce makes one TCP dial and SSH handshake, bounded by ctx and the
+// dial timeout. A refused host key or login comes back typed
+// (*HostKeyError, *AuthError); every other failure is a *dialError.
 func (c *Client) dialOnce(parent context.Context) (*conn, error) {
-	ctx, cancel := context.WithTimeout(parent, c.cfg.DialTimeout)
+	ctx, cancel := context.WithTimeout(parent, c.opts.dialTimeout)
 	defer cancel()
 	var d net.Dialer
 	nc, err := d.DialContext(ctx, "tcp", c.addr)
@@ -206,16 +210,22 @@ func (c *Client) dialOnce(parent context.Context) (*conn, error) {
 	// Abort the handshake when ctx ends.
 	stop := context.AfterFunc(ctx, func() { _ = nc.SetDeadline(time.Unix(1, 0)) })
 
-	// The callback runs on the handshake goroutine; remember whether it
-	// refused the key so that the refusal is not retried.
-	var hostKeyRefused atomic.Bool
+	// The callback runs on the handshake goroutine and records its
+	// verdict: a refusal is reported as such, and only after an accepted
+	// key can the login have been refused.
+	var (
+		hostKeyErr atomic.Pointer[HostKeyError]
+		keyOK      atomic.Bool
+	)
 	conf := *c.ssh
 	conf.HostKeyCallback = func(host string, remote net.Addr, key ssh.PublicKey) error {
-		err := c.ssh.HostKeyCallback(host, remote, key)
-		if err != nil {
-			hostKeyRefused.Store(true)
+		if err := c.ssh.HostKeyCallback(host, remote, key); err != nil {
+			he := newHostKeyError(c.addr, key, err)
+			hostKeyErr.Store(he)
+			return he
 		}
-		return err
+		keyOK.Store(true)
+		return nil
 	}
 	sc, chans, reqs, err := ssh.NewClientConn(nc, c.addr, &conf)
 	if !stop() {
@@ -231,10 +241,24 @@ func (c *Client) dialOnce(parent context.Context) (*conn, error) {
 		return nil, &dialError{addr: c.addr, transient: true, err: err}
 	}
 	if err != nil {
-		return nil, &dialError{addr: c.addr, transient: !hostKeyRefused.Load() && transientNetErr(err), err: err}
+		switch he := hostKeyErr.Load(); {
+		case he != nil:
+			return nil, he
+		case keyOK.Load() && authRefused(err):
+			return nil, &AuthError{Addr: c.addr, User: c.user, Err: err}
+		}
+		return nil, &dialError{addr: c.addr, transient: transientNetErr(err), err: err}
 	}
 	_ = nc.SetDeadline(time.Time{})
 	return &conn{client: ssh.NewClient(sc, chans, reqs), dead: make(chan struct{})}, nil
+}
+
+// authRefused reports a handshake that ended because the server accepted
+// none of the authentication methods offered. x/crypto/ssh has no error
+// type for it, only this text (stable since the package's first release;
+// TestAuthError notices a change).
+func authRefused(err error) bool {
+	return strings.Contains(err.Error(), "ssh: unable to authenticate")
 }
 
 // transientNetErr reports transport faults that a re-dial may fix.
@@ -337,7 +361,9 @@ func (c *Client) getConn(ctx context.Context, op string) (*conn, error) {
 }
 
 // redial runs one dial on behalf of every waiting caller. It is bounded by
-// DialTimeout and Close, not by any one caller's context.
+// the dial timeout and Close, not by any one caller's context. It makes
+// one attempt: a caller's retry budget decides whether to try again, and
+// a refused host key or login is not retried at all (see retryable).
 func (c *Client) redial(a *dialAttempt) {
 	defer c.bg.Done()
 	cn, err := c.dialOnce(c.base)
@@ -362,7 +388,11 @@ func (c *Client) redial(a *dialAttempt) {
 	ctx := context.Background()
 	if err != nil {
 		c.obs.RDSReconnect(ctx, "error")
-		c.log.LogAttrs(ctx, slog.LevelWarn, "rdsclient: re-dial failed", slog.String("address", c.addr), slog.Any("error", err))
+		level := slog.LevelWarn
+		if misconfigured(err) {
+			level = slog.LevelError // an operator must act
+		}
+		c.log.LogAttrs(ctx, level, "rdsclient: re-dial failed", slog.String("address", c.addr), slog.Any("error", err))
 		return
 	}
 	c.obs.RDSReconnect(ctx, "ok")
@@ -370,7 +400,8 @@ func (c *Client) redial(a *dialAttempt) {
 }
 
 // retryable reports whether err may be fixed by trying again. A command
-// that may have been sent is repeated only when it is a read.
+// that may have been sent is repeated only when it is a read. A refused
+// host key or login is not a *dialError, so it is never retried.
 func retryable(err error, mutation bool) bool {
 	var te *transportError
 	if errors.As(err, &te) {
@@ -454,10 +485,11 @@ func (c *Client) exec(ctx context.Context, op, line string) (string, error) {
 }
 
 // printClass keeps a failing print from reading as "not found": only a
-// print that succeeds with no entries means that (routeros.md §3.2,
-// §4.9), so that a caller such as DeleteDisk never takes an error for
-// "already gone". Syntax errors stay ErrInvalid; any other failure text
-// on a print, "no such item" included, is ErrUnexpectedOutput.
+// print that succeeds with no entries means that
+// (rdsclient/docs/device.md, "Output format"), so that a caller such as
+// DeleteDisk never takes an error for "already gone". Syntax errors stay
+// ErrInvalid; any other failure text on a print, "no such item"
+// included, is ErrUnexpectedOutput.
 func printClass(op string, class error) error {
 	if strings.HasSuffix(op, " print") && class != ErrInvalid {
 		return ErrUnexpectedOutput
@@ -470,8 +502,14 @@ func printClass(op string, class error) error {
 func (c *Client) session(ctx context.Context, op, line string) (stdout, stderr string, exit int, err error) {
 	select {
 	case c.sem <- struct{}{}:
-	case <-ctx.Done():
-		return "", "", 0, newCtxError(op, ctx)
+	default:
+		c.log.LogAttrs(ctx, slog.LevelDebug, "rdsclient: waiting for a session",
+			slog.String("command", op), slog.Int("max_sessions", cap(c.sem)))
+		select {
+		case c.sem <- struct{}{}:
+		case <-ctx.Done():
+			return "", "", 0, newCtxError(op, ctx)
+		}
 	}
 	defer func() { <-c.sem }()
 
@@ -525,11 +563,15 @@ func (c *Client) session(ctx context.Context, op, line string) (stdout, stderr s
 var errNoExitStatus = errors.New("session ended without exit status")
 
 // runOnChannel runs line on an open session channel and waits for its
-// output and exit status, on the calling goroutine. Compared with
-// ssh.Session it sends the exec request without asking for a reply (one
-// round trip less) and starts no copying goroutines. Stdout is read to
-// its end before stderr, which the SSH layer buffers meanwhile; RouterOS
-// output is far smaller than the channel window, so this cannot stall.
+// output and exit status. Compared with ssh.Session it sends the exec
+// request without asking for a reply (one round trip less). Stdout and
+// stderr share the channel's flow-control window, so they are drained at
+// the same time: reading one to its end before the other would stall a
+// command that fills the window with the other until its deadline.
+// Stderr is read on a goroutine that has ended when runOnChannel returns:
+// both reads end together, at the end of the output or when the channel
+// or connection is closed (which the watchdog of a command whose context
+// ended sees to).
 func runOnChannel(ch ssh.Channel, reqs <-chan *ssh.Request, line string) (stdout, stderr string, exit int, err error) {
 	if _, err := ch.SendRequest("exec", false, ssh.Marshal(struct{ Command string }{line})); err != nil {
 		return "", "", 0, err
@@ -537,10 +579,13 @@ func runOnChannel(ch ssh.Channel, reqs <-chan *ssh.Request, line string) (stdout
 	// No input: RouterOS gets end-of-file on stdin as with ssh.Session.
 	_ = ch.CloseWrite()
 	var out, errOut bytes.Buffer
-	if _, err := out.ReadFrom(ch); err != nil {
-		return "", "", 0, err
-	}
-	if _, err := errOut.ReadFrom(ch.Stderr()); err != nil {
+	errRead := make(chan error, 1)
+	go func() {
+		_, err := errOut.ReadFrom(ch.Stderr())
+		errRead <- err
+	}()
+	_, outErr := out.ReadFrom(ch)
+	if err := errors.Join(outErr, <-errRead); err != nil {
 		return "", "", 0, err
 	}
 	exit, got := 0, false

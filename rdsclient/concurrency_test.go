@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sort"
 	"sync"
 	"testing"
@@ -121,7 +122,9 @@ func TestConcurrentMixedOperations(t *testing.T) {
 
 func TestMaxSessionsBound(t *testing.T) {
 	srv := newServer(t)
-	c := dial(t, srv, rdsclient.WithMaxSessions(2))
+	queued := make(chan string, 8)
+	log := slog.New(logEvents{msg: "rdsclient: waiting for a session", ch: queued})
+	c := dial(t, srv, rdsclient.WithMaxSessions(2), rdsclient.WithLogger(log))
 	ctx := testCtx(t)
 	// Two reads hang until their context ends, holding both sessions.
 	// Nothing completes meanwhile, so the count below does not depend on
@@ -138,14 +141,22 @@ func TestMaxSessionsBound(t *testing.T) {
 			}
 		}()
 	}
-	waitUntil(t, func() bool { return countCommands(srv, "/disk print") == 2 })
+	waitCommands(t, srv, `^/disk print`, 2)
 	removeHang()
 	pings := make(chan error, 4)
 	for i := 0; i < 4; i++ {
 		go func() { pings <- c.Ping(ctx) }()
 	}
-	// A client without the bound would have sent the pings by now.
-	time.Sleep(100 * time.Millisecond)
+	// Every ping reports that it waits for one of the two sessions. A
+	// ping that waits has not sent its command, and cannot while both
+	// sessions stay held; a client without the bound never waits.
+	for i := 0; i < 4; i++ {
+		select {
+		case <-queued:
+		case <-ctx.Done():
+			t.Fatalf("%d of 4 pings waited for a session; the bound of WithMaxSessions(2) is not applied", i)
+		}
+	}
 	if n := countCommands(srv, "/system identity"); n != 0 {
 		t.Errorf("%d commands beyond WithMaxSessions(2) reached the fake", n)
 	}
@@ -158,17 +169,5 @@ func TestMaxSessionsBound(t *testing.T) {
 	}
 	if n := countCommands(srv, "/system identity"); n != 4 {
 		t.Errorf("%d pings run, want 4", n)
-	}
-}
-
-// waitUntil polls cond, failing the test after 10 s.
-func waitUntil(t *testing.T, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not reached within 10s")
-		}
-		time.Sleep(5 * time.Millisecond)
 	}
 }

@@ -113,7 +113,7 @@ func (c *Client) disk(ctx context.Context, slot string) (Disk, error) {
 	if err != nil {
 		return Disk{}, err
 	}
-	entries, err := routeros.ParseDetail(out)
+	entries, err := routeros.ParseDetail(out, c.width)
 	if err != nil {
 		return Disk{}, unexpectedf("%s: %w", line, err)
 	}
@@ -141,24 +141,63 @@ func (c *Client) Disks(ctx context.Context, slotPrefix string) ([]Disk, error) {
 	if err != nil {
 		return nil, invalidf("slot prefix: %w", err)
 	}
+	// The regexp already anchors the prefix; checking again keeps a
+	// misbehaving filter from handing out foreign disks.
+	return c.listDisks(ctx, "/disk print detail where slot~"+q, func(slot string) bool {
+		return strings.HasPrefix(slot, slotPrefix)
+	})
+}
+
+// FileUsers reads, in one print of every disk whatever its slot or type,
+// which disk uses which backing file: it maps each file path a disk names
+// ("/storage-pool/k8s/x.img", as printed) to that disk's slot. It is the
+// evidence a caller needs before deciding that no disk uses a file, so
+// only what that needs is read: an entry whose other properties this
+// client does not know (a drive, a RAID, another owner's disk) still
+// counts, and output it cannot parse at all fails the call rather than
+// being taken as "no users".
+func (c *Client) FileUsers(ctx context.Context) (map[string]string, error) {
+	const line = "/disk print detail"
 	if err := c.enter("disk print"); err != nil {
 		return nil, err
 	}
 	defer c.leave()
-	line := "/disk print detail where slot~" + q
 	out, err := c.run(ctx, "disk print", line, false)
 	if err != nil {
 		return nil, err
 	}
-	entries, err := routeros.ParseDetail(out)
+	entries, err := routeros.ParseDetail(out, c.width)
+	if err != nil {
+		return nil, unexpectedf("%s: %w", line, err)
+	}
+	users := make(map[string]string, len(entries))
+	for _, e := range entries {
+		if fp, _ := e.Get("file-path"); fp != "" && fp != "-" {
+			slot, _ := e.Get("slot")
+			users[fp] = slot
+		}
+	}
+	return users, nil
+}
+
+// listDisks runs a /disk print line and parses the entries whose slot
+// keep accepts.
+func (c *Client) listDisks(ctx context.Context, line string, keep func(slot string) bool) ([]Disk, error) {
+	if err := c.enter("disk print"); err != nil {
+		return nil, err
+	}
+	defer c.leave()
+	out, err := c.run(ctx, "disk print", line, false)
+	if err != nil {
+		return nil, err
+	}
+	entries, err := routeros.ParseDetail(out, c.width)
 	if err != nil {
 		return nil, unexpectedf("%s: %w", line, err)
 	}
 	disks := make([]Disk, 0, len(entries))
 	for _, e := range entries {
-		// The regexp already anchors the prefix; checking again keeps a
-		// misbehaving filter from handing out foreign disks.
-		if s, _ := e.Get("slot"); !strings.HasPrefix(s, slotPrefix) {
+		if s, _ := e.Get("slot"); !keep(s) {
 			continue
 		}
 		d, err := parseDisk(e)

@@ -14,7 +14,8 @@
 //   - Every call obeys its context. A command that hangs is abandoned when
 //     the context ends: its session is closed and, if it does not end
 //     promptly, the connection is treated as broken. Calls whose context has
-//     no deadline get the WithCommandTimeout default per command.
+//     no deadline get the WithCommandTimeout default per command; every
+//     dial is bounded by WithDialTimeout.
 //   - Only transient transport faults are retried, with bounded, jittered
 //     exponential backoff, and only for reads or for mutations that were
 //     never sent. A mutation whose outcome is unknown (the connection
@@ -32,7 +33,14 @@
 // RouterOS are *CommandError values carrying the command and its output.
 // Errors caused by the caller's context also wrap ctx.Err(), so
 // errors.Is(err, context.DeadlineExceeded) holds for a timed-out call; they
-// wrap ErrUnavailable as their class.
+// wrap ErrUnavailable as their class. A host key the RDS presents but
+// Config.HostKeyCallback refuses is a *HostKeyError (ErrHostKey), a login
+// it refuses an *AuthError (ErrAuth): both name what to change, are not
+// ErrUnavailable and are never retried.
+//
+// What the client relies on in the RouterOS console (commands, output
+// format, wrapping, digit groups, units, error texts, and what the fake
+// invents) is written down in rdsclient/docs/device.md.
 //
 // The rdstest subpackage provides a fake RDS for tests.
 package rdsclient

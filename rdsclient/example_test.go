@@ -2,10 +2,14 @@ package rdsclient_test
 
 import (
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"log"
 	"time"
+
+	"golang.org/x/crypto/ssh"
 
 	"github.com/srvlab/rds-csi/rdsclient"
 	"github.com/srvlab/rds-csi/rdsclient/rdstest"
@@ -55,6 +59,39 @@ func Example() {
 	// /storage-pool/k8s/pvc-example.img
 	// true
 	// true
+}
+
+// A device that presents a host key other than the pinned one is refused
+// with a *HostKeyError naming both fingerprints. It is not ErrUnavailable:
+// retrying cannot help, the pin must be updated.
+func ExampleHostKeyError() {
+	srv, err := rdstest.NewServer()
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer srv.Close()
+	pub, _, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		log.Fatal(err)
+	}
+	stale, err := ssh.NewPublicKey(pub) // say, the key before the device was re-keyed
+	if err != nil {
+		log.Fatal(err)
+	}
+	cfg := srv.ClientConfig()
+	cfg.HostKeyCallback = rdsclient.FixedHostKey(stale)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err = rdsclient.Dial(ctx, srv.Addr(), cfg)
+	var he *rdsclient.HostKeyError
+	if errors.As(err, &he) {
+		fmt.Println(he.KeyType, he.Fingerprint == ssh.FingerprintSHA256(srv.HostKey()), he.Want[0] == ssh.FingerprintSHA256(stale))
+	}
+	fmt.Println(errors.Is(err, rdsclient.ErrHostKey), errors.Is(err, rdsclient.ErrUnavailable))
+	// Output:
+	// ssh-ed25519 true true
+	// true false
 }
 
 func ExampleHostKeyFromLine() {

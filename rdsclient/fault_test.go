@@ -25,7 +25,6 @@ func TestHungCommandObeysContext(t *testing.T) {
 	srv := newServer(t)
 	obs := newObserver()
 	c := dial(t, srv, rdsclient.WithObserver(obs))
-	baseline := len(rdstestGoroutines())
 
 	remove := srv.Inject(rdstest.Hang(`^/disk print`))
 	const timeout = 200 * time.Millisecond
@@ -43,21 +42,26 @@ func TestHungCommandObeysContext(t *testing.T) {
 		t.Errorf("hung call returned after %v, deadline was %v", elapsed, timeout)
 	}
 
-	// A caller that cancels (no deadline) is released too.
+	// A caller that cancels (no deadline) while its command hangs is
+	// released too.
 	ctx2, cancel2 := context.WithCancel(context.Background())
-	time.AfterFunc(100*time.Millisecond, cancel2)
-	if _, err := c.Disks(ctx2, "pvc-"); !errors.Is(err, context.Canceled) {
+	listed := make(chan error, 1)
+	go func() {
+		_, err := c.Disks(ctx2, "pvc-")
+		listed <- err
+	}()
+	waitCommands(t, srv, `^/disk print detail where slot~`, 1)
+	cancel2()
+	if err := <-listed; !errors.Is(err, context.Canceled) {
 		t.Errorf("cancelled Disks = %v, want context.Canceled", err)
 	}
 
 	// The hung sessions were closed: the fake's handlers for them end,
 	// the connection stays up and is reused (no re-dial).
-	deadline := time.Now().Add(3 * time.Second)
-	for len(rdstestGoroutines()) > baseline && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
-	if n := len(rdstestGoroutines()); n > baseline {
-		t.Errorf("%d fake goroutines still running after the hung sessions were abandoned (baseline %d)", n, baseline)
+	idleCtx, cancelIdle := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancelIdle()
+	if err := srv.WaitIdle(idleCtx); err != nil {
+		t.Errorf("the fake still serves the abandoned sessions: %v", err)
 	}
 	remove()
 	if err := c.Ping(testCtx(t)); err != nil {
@@ -69,16 +73,6 @@ func TestHungCommandObeysContext(t *testing.T) {
 	if n := obs.commandCount("disk print timeout"); n != 1 {
 		t.Errorf("observer saw %d disk print timeouts, want 1 (%v)", n, obs.commands)
 	}
-}
-
-func rdstestGoroutines() []string {
-	var out []string
-	for _, g := range leakedGoroutines() {
-		if strings.Contains(g, "rdstest.(*Server).serveSession") {
-			out = append(out, g)
-		}
-	}
-	return out
 }
 
 func TestCommandTimeoutDefault(t *testing.T) {
@@ -157,13 +151,19 @@ func TestRefusedThenRecovers(t *testing.T) {
 
 	srv.RefuseConnections(true)
 	srv.DropConnections()
-	time.AfterFunc(150*time.Millisecond, func() { srv.RefuseConnections(false) })
-	start := time.Now()
-	if err := c.Ping(ctx); err != nil {
-		t.Fatalf("Ping did not recover within the retry budget: %v", err)
+	pinged := make(chan error, 1)
+	go func() { pinged <- c.Ping(ctx) }()
+	// Connections are allowed again once a re-dial has been refused,
+	// while the Ping is still within its retry budget.
+	obs.waitFor(t, "a refused re-dial", func() bool { return obs.reconnects["error"] >= 1 })
+	select {
+	case err := <-pinged:
+		t.Fatalf("Ping returned while connections were refused: %v", err)
+	default:
 	}
-	if time.Since(start) < 100*time.Millisecond {
-		t.Errorf("Ping succeeded before connections were allowed again")
+	srv.RefuseConnections(false)
+	if err := <-pinged; err != nil {
+		t.Fatalf("Ping did not recover within the retry budget: %v", err)
 	}
 	if obs.reconnectCount("error") < 1 || obs.reconnectCount("ok") != 1 {
 		t.Errorf("reconnects = %v", obs.reconnects)
@@ -178,10 +178,7 @@ func TestRetryBudgetIsBounded(t *testing.T) {
 	srv.DropConnections()
 	// Wait until the client has seen the drop, so that every attempt
 	// is a dial.
-	deadline := time.Now().Add(3 * time.Second)
-	for len(obs.stateLog()) < 2 && time.Now().Before(deadline) {
-		time.Sleep(5 * time.Millisecond)
-	}
+	obs.waitFor(t, "the drop", func() bool { return len(obs.states) >= 2 })
 	err := c.Ping(testCtx(t))
 	if !errors.Is(err, rdsclient.ErrUnavailable) {
 		t.Fatalf("Ping while refused = %v, want ErrUnavailable", err)
@@ -248,12 +245,10 @@ func TestUnknownOutcomeAddRetriedWhenAbsent(t *testing.T) {
 	// connection goes away while the command hangs.
 	removeHang := srv.Inject(rdstest.Hang(`^/disk add`))
 	go func() {
-		deadline := time.Now().Add(10 * time.Second)
-		for countCommands(srv, "/disk add") == 0 && time.Now().Before(deadline) {
-			time.Sleep(5 * time.Millisecond)
+		if srv.WaitCommands(ctx, `^/disk add`, 1) == nil {
+			removeHang()
+			srv.DropConnections()
 		}
-		removeHang()
-		srv.DropConnections()
 	}()
 	d, err := c.CreateDisk(ctx, s)
 	if err != nil {
@@ -335,8 +330,9 @@ func TestHostKeyPolicy(t *testing.T) {
 			return pinned(host, remote, key)
 		}
 		_, err := rdsclient.Dial(ctx, srv.Addr(), cfg, rdsclient.WithRetry(5, time.Millisecond))
-		if err == nil || !errors.Is(err, rdsclient.ErrUnavailable) || !strings.Contains(err.Error(), "host key") {
-			t.Fatalf("Dial with a wrong host key = %v", err)
+		var he *rdsclient.HostKeyError
+		if !errors.As(err, &he) || errors.Is(err, rdsclient.ErrUnavailable) || !strings.Contains(err.Error(), "host key") {
+			t.Fatalf("Dial with a wrong host key = %v, want a *HostKeyError that is not ErrUnavailable", err)
 		}
 		mu.Lock()
 		defer mu.Unlock()
@@ -416,8 +412,9 @@ func TestClientAuthRefused(t *testing.T) {
 
 	cfg := srv.ClientConfig()
 	cfg.Auth = []ssh.AuthMethod{ssh.PublicKeys(newKey(t))}
-	if _, err := rdsclient.Dial(ctx, srv.Addr(), cfg); err == nil || !errors.Is(err, rdsclient.ErrUnavailable) {
-		t.Errorf("Dial with an unknown client key = %v", err)
+	var ae *rdsclient.AuthError
+	if _, err := rdsclient.Dial(ctx, srv.Addr(), cfg); !errors.As(err, &ae) || errors.Is(err, rdsclient.ErrUnavailable) {
+		t.Errorf("Dial with an unknown client key = %v, want an *AuthError that is not ErrUnavailable", err)
 	}
 
 	// The key becomes known: it works.
@@ -432,8 +429,8 @@ func TestClientAuthRefused(t *testing.T) {
 
 	srv.RejectAuth(true)
 	defer srv.RejectAuth(false)
-	if _, err := rdsclient.Dial(ctx, srv.Addr(), srv.ClientConfig()); err == nil {
-		t.Errorf("Dial succeeded while the server rejects authentication")
+	if _, err := rdsclient.Dial(ctx, srv.Addr(), srv.ClientConfig()); !errors.As(err, &ae) {
+		t.Errorf("Dial while the server rejects authentication = %v, want an *AuthError", err)
 	}
 	if cmds := srv.Commands(); len(cmds) != 0 {
 		t.Errorf("commands sent: %q", cmds)
@@ -481,14 +478,14 @@ func TestDialHonoursContextAndTimeout(t *testing.T) {
 		t.Errorf("Dial took %v with a 150ms context", d)
 	}
 
-	cfg.DialTimeout = 100 * time.Millisecond
 	start = time.Now()
-	_, err = rdsclient.Dial(context.Background(), ln.Addr().String(), cfg, rdsclient.WithRetry(2, 10*time.Millisecond))
+	_, err = rdsclient.Dial(context.Background(), ln.Addr().String(), cfg,
+		rdsclient.WithRetry(2, 10*time.Millisecond), rdsclient.WithDialTimeout(100*time.Millisecond))
 	if !errors.Is(err, rdsclient.ErrUnavailable) {
-		t.Errorf("Dial with DialTimeout = %v, want ErrUnavailable", err)
+		t.Errorf("Dial with WithDialTimeout = %v, want ErrUnavailable", err)
 	}
 	if d := time.Since(start); d > time.Second {
-		t.Errorf("Dial took %v with 2 x 100ms DialTimeout", d)
+		t.Errorf("Dial took %v with 2 x 100ms WithDialTimeout", d)
 	}
 }
 
@@ -502,11 +499,7 @@ func TestCloseWaitsAndRefuses(t *testing.T) {
 		_, err := c.Disk(context.Background(), "pvc-x")
 		done <- err
 	}()
-	// Let the command reach the fake.
-	deadline := time.Now().Add(3 * time.Second)
-	for countCommands(srv, "/disk print") == 0 && time.Now().Before(deadline) {
-		time.Sleep(5 * time.Millisecond)
-	}
+	waitCommands(t, srv, `^/disk print`, 1)
 	if err := c.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -548,26 +541,13 @@ func writeFile(t *testing.T, name, content string) {
 	}
 }
 
-// slowDownObserver records connection states, taking its time over
-// "down" reports as a loaded machine might.
-type slowDownObserver struct {
-	*observer
-}
-
-func (o *slowDownObserver) RDSConnectionState(ctx context.Context, addr string, up bool) {
-	if !up {
-		time.Sleep(30 * time.Millisecond)
-	}
-	o.observer.RDSConnectionState(ctx, addr, up)
-}
-
 // TestConnectionStateOrder checks that a late "down" of a dropped
 // connection never follows the "up" of its replacement: an Observer is
 // usually a gauge keeping the last value, which would then read
 // "disconnected" while connected.
 func TestConnectionStateOrder(t *testing.T) {
 	srv := newServer(t)
-	obs := &slowDownObserver{observer: newObserver()}
+	obs := newObserver()
 	// No backoff: the re-dial races the watcher's report.
 	c := dial(t, srv, rdsclient.WithObserver(obs), rdsclient.WithRetry(3, 0))
 	ctx := testCtx(t)
@@ -577,15 +557,71 @@ func TestConnectionStateOrder(t *testing.T) {
 			t.Fatalf("Ping after drop %d: %v", i, err)
 		}
 	}
-	// Give a late report time to arrive; with the fix there is none.
-	time.Sleep(200 * time.Millisecond)
-	states := obs.stateLog()
+	// Close waits for every watcher: no report can come later.
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	checkAlternates(t, obs.stateLog(), 8) // up, 3 x (down, up), down at Close
+}
+
+// TestConnectionStateOrderLateWatcher forces the interleaving the test
+// above can only hope for: the replacement is installed while the old
+// connection is still up, and the old connection's watcher runs only
+// afterwards. Its "down" must already have been reported, before the
+// replacement's "up", and not again.
+func TestConnectionStateOrderLateWatcher(t *testing.T) {
+	srv := newServer(t)
+	obs := newObserver()
+	c := dial(t, srv, rdsclient.WithObserver(obs))
+	closeOld, err := c.ReplaceConnection(testCtx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	closeOld() // the old connection's watcher runs now, late
+	if err := c.Ping(testCtx(t)); err != nil {
+		t.Fatalf("Ping on the replacement: %v", err)
+	}
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	checkAlternates(t, obs.stateLog(), 4) // up, down, up, down at Close
+}
+
+func checkAlternates(t *testing.T, states []bool, want int) {
+	t.Helper()
 	for i, up := range states {
 		if up != (i%2 == 0) {
 			t.Fatalf("connection states %v do not alternate up/down", states)
 		}
 	}
-	if len(states) != 7 {
-		t.Errorf("connection states %v, want up and 3x down/up", states)
+	if len(states) != want {
+		t.Errorf("connection states %v, want %d alternating reports", states, want)
+	}
+}
+
+// TestLargeStderrDoesNotStall: stdout and stderr share one flow-control
+// window (2 MiB in x/crypto/ssh), so a client that reads stdout to its end
+// before stderr stalls on a command printing more than that on stderr
+// until the deadline. Both streams must be drained together.
+func TestLargeStderrDoesNotStall(t *testing.T) {
+	checkLeaks(t)
+	srv := newServer(t)
+	c := dial(t, srv, rdsclient.WithRetry(1, 0))
+	line := strings.Repeat("x", 1023)
+	big := strings.Repeat(line+"\n", 4<<10) // 4 MiB, twice the window
+	srv.Inject(rdstest.StderrNth(`^/system identity`, 1, big, 1))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err := c.Ping(ctx)
+	var ce *rdsclient.CommandError
+	if !errors.As(err, &ce) {
+		t.Fatalf("Ping = %v, want the *CommandError of the failed command (a stall ends in DeadlineExceeded)", err)
+	}
+	if want := len(big) + len(big)/len(line+"\n"); len(ce.Stderr) != want || ce.ExitStatus != 1 || ce.Stdout != "" {
+		t.Errorf("CommandError has %d bytes of stderr (want %d), stdout %q, exit status %d", len(ce.Stderr), want, ce.Stdout, ce.ExitStatus)
+	}
+	// The session ended cleanly: the connection is reused.
+	if err := c.Ping(ctx); err != nil {
+		t.Errorf("Ping after the large answer: %v", err)
 	}
 }

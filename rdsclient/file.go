@@ -29,7 +29,7 @@ func (c *Client) Files(ctx context.Context, dirPrefix string) ([]File, error) {
 	if err != nil {
 		return nil, err
 	}
-	entries, err := routeros.ParseDetail(out)
+	entries, err := routeros.ParseDetail(out, c.width)
 	if err != nil {
 		return nil, unexpectedf("%s: %w", line, err)
 	}
@@ -123,7 +123,7 @@ func (c *Client) fileExists(ctx context.Context, quotedName, name string) (bool,
 	if err != nil {
 		return false, err
 	}
-	entries, err := routeros.ParseDetail(out)
+	entries, err := routeros.ParseDetail(out, c.width)
 	if err != nil {
 		return false, unexpectedf("%s: %w", line, err)
 	}

@@ -2,6 +2,7 @@ package rdsclient_test
 
 import (
 	"context"
+	"log/slog"
 	"runtime"
 	"strings"
 	"sync"
@@ -98,34 +99,66 @@ func spec(slot string, size int64) rdsclient.DiskSpec {
 	}
 }
 
-// observer records what the client reports.
+// observer records what the client reports. Tests wait for reports with
+// waitFor instead of polling.
 type observer struct {
 	mu         sync.Mutex
 	commands   map[string]int // "disk print ok" -> n
 	states     []bool
 	reconnects map[string]int
+	changed    chan struct{} // closed and replaced on every report
 }
 
 func newObserver() *observer {
-	return &observer{commands: map[string]int{}, reconnects: map[string]int{}}
+	return &observer{commands: map[string]int{}, reconnects: map[string]int{}, changed: make(chan struct{})}
+}
+
+// reportLocked wakes waitFor; o.mu must be held.
+func (o *observer) reportLocked() {
+	close(o.changed)
+	o.changed = make(chan struct{})
 }
 
 func (o *observer) RDSCommand(_ context.Context, command, status string, _ time.Duration) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	o.commands[command+" "+status]++
+	o.reportLocked()
 }
 
 func (o *observer) RDSConnectionState(_ context.Context, _ string, up bool) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	o.states = append(o.states, up)
+	o.reportLocked()
 }
 
 func (o *observer) RDSReconnect(_ context.Context, status string) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	o.reconnects[status]++
+	o.reportLocked()
+}
+
+// waitFor blocks until cond, called with o.mu held, is true, failing the
+// test after 10 s.
+func (o *observer) waitFor(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	guard := time.NewTimer(10 * time.Second)
+	defer guard.Stop()
+	for {
+		o.mu.Lock()
+		ok, changed := cond(), o.changed
+		o.mu.Unlock()
+		if ok {
+			return
+		}
+		select {
+		case <-changed:
+		case <-guard.C:
+			t.Fatalf("observer did not see %s within 10s", what)
+		}
+	}
 }
 
 func (o *observer) reconnectCount(status string) int {
@@ -157,6 +190,37 @@ func countCommands(srv *rdstest.Server, prefix string) int {
 	}
 	return n
 }
+
+// waitCommands waits until srv has received n commands matching pattern,
+// failing the test after 10 s.
+func waitCommands(t testing.TB, srv *rdstest.Server, pattern string, n int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := srv.WaitCommands(ctx, pattern, n); err != nil {
+		t.Fatalf("the fake did not receive %d commands matching %q: %v; got %q", n, pattern, err, srv.Commands())
+	}
+}
+
+// logEvents is a slog.Handler that sends the message of every record
+// whose message is msg on ch, so that a test can wait for what the
+// client logs.
+type logEvents struct {
+	msg string
+	ch  chan<- string
+}
+
+func (h logEvents) Enabled(context.Context, slog.Level) bool { return true }
+
+func (h logEvents) Handle(_ context.Context, r slog.Record) error {
+	if r.Message == h.msg {
+		h.ch <- r.Message
+	}
+	return nil
+}
+
+func (h logEvents) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h logEvents) WithGroup(string) slog.Handler      { return h }
 
 // authorizedKey is the server's host key as an authorized_keys line.
 func authorizedKey(srv *rdstest.Server) string {

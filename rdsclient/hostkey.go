@@ -1,8 +1,6 @@
 package rdsclient
 
 import (
-	"bytes"
-	"errors"
 	"fmt"
 	"net"
 	"strings"
@@ -11,26 +9,21 @@ import (
 	"golang.org/x/crypto/ssh/knownhosts"
 )
 
-// errHostKeyMismatch is wrapped by the host key callbacks of this package
-// when the RDS presents a key other than the pinned one.
-var errHostKeyMismatch = errors.New("rdsclient: host key mismatch")
-
-// FixedHostKey returns a callback that accepts only key: same type and
-// same key bytes.
+// FixedHostKey returns a callback that accepts only key, checked by
+// ssh.FixedHostKey. A refusal is a *HostKeyError naming both
+// fingerprints; a nil key refuses every host.
 func FixedHostKey(key ssh.PublicKey) ssh.HostKeyCallback {
-	if key == nil {
-		return func(string, net.Addr, ssh.PublicKey) error {
-			return fmt.Errorf("%w: no host key pinned", errHostKeyMismatch)
-		}
+	check := ssh.FixedHostKey(key)
+	var want []string
+	if key != nil {
+		want = []string{ssh.FingerprintSHA256(key)}
 	}
-	want := key.Marshal()
-	wantType := key.Type()
-	return func(hostname string, _ net.Addr, got ssh.PublicKey) error {
-		if got.Type() != wantType || !bytes.Equal(got.Marshal(), want) {
-			return fmt.Errorf("%w for %s: got %s %s, want %s %s", errHostKeyMismatch, hostname,
-				got.Type(), ssh.FingerprintSHA256(got), wantType, ssh.FingerprintSHA256(key))
+	return func(hostname string, remote net.Addr, got ssh.PublicKey) error {
+		err := check(hostname, remote, got)
+		if err == nil {
+			return nil
 		}
-		return nil
+		return &HostKeyError{Addr: hostname, KeyType: got.Type(), Fingerprint: ssh.FingerprintSHA256(got), Want: want, Err: err}
 	}
 }
 
@@ -53,7 +46,9 @@ func HostKeyFromLine(line string) (ssh.HostKeyCallback, error) {
 	return FixedHostKey(key), nil
 }
 
-// KnownHosts returns a callback backed by OpenSSH known_hosts files.
+// KnownHosts returns a callback backed by OpenSSH known_hosts files. A
+// refusal is a *HostKeyError carrying the fingerprints the files hold for
+// the host (none for an unknown host), wrapping the knownhosts error.
 func KnownHosts(files ...string) (ssh.HostKeyCallback, error) {
 	if len(files) == 0 {
 		return nil, invalidf("no known_hosts file given")
@@ -62,5 +57,10 @@ func KnownHosts(files ...string) (ssh.HostKeyCallback, error) {
 	if err != nil {
 		return nil, fmt.Errorf("rdsclient: known hosts: %w", err)
 	}
-	return cb, nil
+	return func(hostname string, remote net.Addr, key ssh.PublicKey) error {
+		if err := cb(hostname, remote, key); err != nil {
+			return newHostKeyError(hostname, key, err)
+		}
+		return nil
+	}, nil
 }

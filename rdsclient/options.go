@@ -11,6 +11,7 @@ type Option func(*options)
 
 type options struct {
 	maxSessions    int
+	dialTimeout    time.Duration
 	commandTimeout time.Duration
 	attempts       int
 	baseDelay      time.Duration
@@ -22,6 +23,7 @@ type options struct {
 func defaultOptions() options {
 	return options{
 		maxSessions:    8,
+		dialTimeout:    10 * time.Second,
 		commandTimeout: 30 * time.Second,
 		attempts:       3,
 		baseDelay:      100 * time.Millisecond,
@@ -35,6 +37,17 @@ func defaultOptions() options {
 // over the one connection (default 8). Values below 1 mean 1.
 func WithMaxSessions(n int) Option {
 	return func(o *options) { o.maxSessions = max(n, 1) }
+}
+
+// WithDialTimeout bounds one TCP dial plus SSH handshake, by Dial and by
+// every re-dial (default 10s). Values of zero or less keep the default:
+// a dial is never unbounded.
+func WithDialTimeout(d time.Duration) Option {
+	return func(o *options) {
+		if d > 0 {
+			o.dialTimeout = d
+		}
+	}
 }
 
 // WithCommandTimeout sets the deadline applied to each command when the

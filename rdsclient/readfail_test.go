@@ -10,8 +10,9 @@ import (
 )
 
 // printFailures are answers to a print that are errors, never "not
-// found" (routeros.md §3.2, §4.9): failure text, syntax errors and a bare
-// non-zero exit status.
+// found" (rdsclient/docs/device.md, "Output format" and "Error texts and
+// their classes"): failure text, syntax errors and a bare non-zero exit
+// status.
 var printFailures = []struct {
 	name   string
 	output string

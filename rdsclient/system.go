@@ -23,7 +23,7 @@ func (c *Client) Capacity(ctx context.Context, pool string) (Capacity, error) {
 	if err != nil {
 		return Capacity{}, err
 	}
-	entries, err := routeros.ParseDetail(out)
+	entries, err := routeros.ParseDetail(out, c.width)
 	if err != nil {
 		return Capacity{}, unexpectedf("%s: %w", line, err)
 	}

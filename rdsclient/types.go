@@ -9,12 +9,15 @@ import (
 	"golang.org/x/crypto/ssh"
 )
 
-// Config holds the settings a Client needs to reach an RDS. A Config is
+// Config holds the settings a Client needs to reach an RDS: who it is and
+// whom it trusts. Tunables, timeouts among them, are Options. A Config is
 // copied by Dial before defaults are applied, so the caller may reuse it.
 type Config struct {
 	// User is the RouterOS user name. Console flags such as "+ct" may be
 	// appended; Dial adds "+ct" (colours off, no terminal detection) when
-	// the name carries no flags.
+	// the name carries no flags. A width flag ("admin+ct200w") also tells
+	// the client where print detail output wraps; without one 80 columns
+	// are assumed (rdsclient/docs/device.md, "Wrapping").
 	User string
 	// Auth lists the SSH authentication methods, usually one
 	// ssh.PublicKeys.
@@ -25,8 +28,6 @@ type Config struct {
 	HostKeyCallback ssh.HostKeyCallback
 	// HostKeyAlgorithms optionally restricts the accepted host key types.
 	HostKeyAlgorithms []string
-	// DialTimeout bounds one TCP dial plus SSH handshake. Default 10s.
-	DialTimeout time.Duration
 }
 
 // NVMeExport describes how a disk is exported over NVMe/TCP.
@@ -99,7 +100,9 @@ type Observer interface {
 	// RDSCommand reports one RouterOS command: command is its menu and
 	// verb ("disk add", "file print"), never its arguments; status is one
 	// of "ok", "not_found", "exists", "no_space", "invalid", "in_use",
-	// "unavailable", "timeout", "error".
+	// "unavailable", "timeout", "host_key_mismatch" (a re-dial met a
+	// refused host key), "auth_failed" (a re-dial met a refused login),
+	// "error".
 	RDSCommand(ctx context.Context, command, status string, d time.Duration)
 	// RDSConnectionState reports that the SSH connection to address went
 	// up or down.
@@ -125,6 +128,12 @@ var (
 	// ErrUnavailable: the RDS could not be reached or the connection
 	// failed; the operation may be retried.
 	ErrUnavailable = errors.New("rdsclient: unavailable")
+	// ErrHostKey: the RDS presented a host key that is not the pinned
+	// one. Not retryable; the error is a *HostKeyError.
+	ErrHostKey = errors.New("rdsclient: host key refused")
+	// ErrAuth: the RDS refused the login (user or key). Not retryable;
+	// the error is an *AuthError.
+	ErrAuth = errors.New("rdsclient: login refused")
 	// ErrUnexpectedOutput: RouterOS answered with output the client could
 	// not understand (truncated or unknown format).
 	ErrUnexpectedOutput = errors.New("rdsclient: unexpected output")

@@ -57,11 +57,9 @@ func fileName(p string) (string, error) {
 func dirPrefixName(p string) (string, error) {
 	name := strings.TrimPrefix(p, "/")
 	trimmed := strings.TrimSuffix(name, "/")
-	if err := routeros.ValidFileName(trimmed); err != nil {
-		return "", invalidf("directory prefix: %w", err)
-	}
-	pool, _, _ := strings.Cut(trimmed, "/")
-	if err := routeros.ValidPool(pool); err != nil {
+	// A prefix is the pool itself or a directory in it: the first
+	// component must be a valid pool name.
+	if _, err := routeros.PoolOf("/" + trimmed); err != nil {
 		return "", invalidf("directory prefix %q: %w", p, err)
 	}
 	return name, nil

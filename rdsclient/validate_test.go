@@ -130,7 +130,7 @@ func TestParseDiskStrict(t *testing.T) {
 		"empty nqn":    ` 0  type=file slot="pvc-1" size=1 048 576 file-path=/p/x nvme-tcp-export=yes nvme-tcp-server-port=4420 nvme-tcp-server-nqn=""`,
 		"missing port": ` 0  type=file slot="pvc-1" size=1 048 576 file-path=/p/x nvme-tcp-export=yes nvme-tcp-server-nqn="nqn.2000-02.com.mikrotik:x"`,
 	}
-	entries, err := routeros.ParseDetail(good)
+	entries, err := routeros.ParseDetail(good, routeros.DefaultWidth)
 	if err != nil || len(entries) != 1 {
 		t.Fatalf("ParseDetail: %v, %d entries", err, len(entries))
 	}
@@ -139,7 +139,7 @@ func TestParseDiskStrict(t *testing.T) {
 		t.Fatalf("parseDisk(good) = %+v, %v", d, err)
 	}
 	for name, out := range cases {
-		entries, err := routeros.ParseDetail(out)
+		entries, err := routeros.ParseDetail(out, routeros.DefaultWidth)
 		if err != nil || len(entries) != 1 {
 			t.Fatalf("%s: ParseDetail: %v", name, err)
 		}
@@ -148,7 +148,7 @@ func TestParseDiskStrict(t *testing.T) {
 		}
 	}
 	// Not exported: no Export, whatever else is printed.
-	entries, _ = routeros.ParseDetail(` 0  type=file slot="pvc-1" size=1 048 576 file-path=/p/x nvme-tcp-export=no nvme-tcp-server-port=4420`)
+	entries, _ = routeros.ParseDetail(` 0  type=file slot="pvc-1" size=1 048 576 file-path=/p/x nvme-tcp-export=no nvme-tcp-server-port=4420`, routeros.DefaultWidth)
 	if d, err := parseDisk(entries[0]); err != nil || d.Export != nil {
 		t.Errorf("unexported disk = %+v, %v", d, err)
 	}

@@ -8,6 +8,7 @@
 // text into error classes, and validates and quotes every value before it
 // is placed into a command.
 //
-// The package is internal: its behaviour follows the RouterOS 7 output
-// documented in docs/routeros.md and may change with it.
+// The package is internal: its behaviour follows the RouterOS 7 console
+// behaviour written down in rdsclient/docs/device.md (wrapping, digit
+// groups, units, error texts) and changes with it.
 package routeros

@@ -9,9 +9,9 @@ import (
 func ExampleParseDetail() {
 	out := "Flags: X - disabled\r\n" +
 		" 0  type=file slot=\"pvc-1\" size=53 687 091 200\r\n" +
-		"               file-path=/storage-pool/k8s/pvc-ccdecfad-a8bf-572e-9120-464c\r\n" +
-		"               4d99f12f.img file-size=50.0GiB\r\n"
-	entries, err := routeros.ParseDetail(out)
+		"               file-path=/storage-pool/k8s/pvc-ccdecfad-a8bf-572e-9120-464c4d99f\r\n" +
+		"               12f.img file-size=50.0GiB\r\n"
+	entries, err := routeros.ParseDetail(out, routeros.DefaultWidth)
 	if err != nil {
 		fmt.Println(err)
 		return

@@ -60,7 +60,7 @@ func FuzzParseDetail(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
-		entries, err := ParseDetail(s)
+		entries, err := ParseDetail(s, DefaultWidth)
 		if err != nil {
 			if entries != nil {
 				t.Fatal("entries returned with an error")
@@ -68,7 +68,7 @@ func FuzzParseDetail(f *testing.F) {
 			return
 		}
 		checkEntriesShape(t, entries)
-		again, err := ParseDetail(render(entries))
+		again, err := ParseDetail(render(entries), DefaultWidth)
 		if err != nil || !reflect.DeepEqual(again, entries) {
 			t.Fatalf("round trip: %v\n got %+v\nwant %+v", err, again, entries)
 		}

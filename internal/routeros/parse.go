@@ -217,28 +217,33 @@ func (b *entryBuilder) feed(s string) {
 }
 
 // join appends one continuation line (indentation already removed).
+// prevFull tells whether the physical line before it filled the console
+// width.
 //
-// RouterOS wraps `print detail` at the console width: a property that
-// fits is kept whole on the current line, one that does not starts a new
-// indented line, and a property longer than a whole line is hard-split at
-// the width, so the split falls inside its value. The line is therefore
-// joined to the text so far by this rule:
+// RouterOS wraps `print detail` at the console width and prefers to
+// break a line at a space; only a run of text with no space before the
+// width is cut in the middle (rdsclient/docs/device.md, "Wrapping").
+// Values may contain spaces (`size=53 687 091 200`, `type=.img file`),
+// so a break can fall inside a value as well as between properties. The
+// length of the line before a continuation therefore says how to join:
 //
-//	(a) the text so far ends inside an open quoted value: the line is the
-//	    rest of that value, append it with no separator;
-//	(b) else, the line starts with `key=` ([a-z][a-z0-9.-]*=): it starts a
-//	    new property, join with a single space;
-//	(c) else the line is the rest of an unquoted value split mid-token:
-//	    append it with no separator.
+//	(a) it ended short of the width: the device broke it at a space,
+//	    which the line break replaced; join with one space;
+//	(b) it filled the width and the continuation starts with `key=`
+//	    ([a-z][a-z0-9.-]*=) outside a quoted value: a property ended
+//	    exactly at the width and the next one starts a line; join with
+//	    one space;
+//	(c) else it filled the width because a run was cut mid-token: join
+//	    with no separator.
 //
-// A full line's trailing spaces are kept in (a) and (c), because a hard
-// split fills the line, so they are part of the value. Known ambiguity:
-// an unquoted value split just before text that looks like `key=`, or a
-// split that falls inside a key, cannot be told apart from (b); RouterOS
-// quotes values containing '=', and keys are short next to the width.
-// A split that falls just before a space inside a value loses that space,
-// since indentation cannot be told from content.
-func (b *entryBuilder) join(cont string) {
+// Outside quotes, trailing spaces before a joining space are dropped
+// (unquoted values never hold two spaces in a row); inside quotes every
+// byte is kept. Known ambiguities: an unquoted value cut just before
+// text that looks like `key=` reads as (b), but RouterOS quotes values
+// containing '='; and a run of text that exactly fills a line and is
+// followed by a space reads as (c), losing that space, since the break
+// cannot be told from a cut.
+func (b *entryBuilder) join(cont string, prevFull bool) {
 	switch {
 	case len(b.buf) == 0:
 		if !b.comment1 && strings.HasPrefix(cont, ";;;") {
@@ -246,16 +251,16 @@ func (b *entryBuilder) join(cont string) {
 			return
 		}
 		b.feed(cont)
+	case prevFull && (b.st.inQuote() || !keyAt(cont, 0)):
+		b.feed(cont) // (c)
 	case b.st.inQuote():
+		b.feed(" ") // (a) inside a quoted value
 		b.feed(cont)
-	case keyAt(cont, 0):
+	default: // (a) or (b)
 		for len(b.buf) > 0 && isSpace(b.buf[len(b.buf)-1]) {
 			b.buf = b.buf[:len(b.buf)-1]
 		}
-		b.buf = append(b.buf, ' ')
-		b.st = sSpace
-		b.feed(cont)
-	default:
+		b.feed(" ")
 		b.feed(cont)
 	}
 }
@@ -360,19 +365,66 @@ func tokenize(s string, e *Entry) error {
 	}
 }
 
+// DefaultWidth is the console width RouterOS wraps `print detail` at
+// when the login name sets none (rdsclient/docs/device.md, "Wrapping").
+const DefaultWidth = 80
+
+// ConsoleWidth returns the console width a login name asks for with its
+// `<n>w` flag ("admin+ct200w" -> 200), or DefaultWidth when it has none
+// or its flags are malformed.
+func ConsoleWidth(login string) int {
+	_, flags, ok := strings.Cut(login, "+")
+	if !ok {
+		return DefaultWidth
+	}
+	width, num := DefaultWidth, 0
+	digits := false
+	for i := 0; i < len(flags); i++ {
+		c := flags[i]
+		switch {
+		case c >= '0' && c <= '9':
+			if num > 100000 {
+				return DefaultWidth
+			}
+			num, digits = num*10+int(c-'0'), true
+			continue
+		case c == 'w':
+			if !digits || num == 0 {
+				return DefaultWidth
+			}
+			width = num
+		case c < 'a' || c > 'z':
+			return DefaultWidth
+		}
+		num, digits = 0, false
+	}
+	if digits {
+		return DefaultWidth
+	}
+	return width
+}
+
 // ParseDetail parses the output of a `print detail` command: items that
 // start with an index number, optional flag letters, then properties that
 // may wrap over indented continuation lines (see the joining rule on
-// entryBuilder.join). Flags legends, `Columns:` headers, blank lines,
-// carriage returns and ANSI escapes are skipped. Output matching nothing
-// yields no entries and no error; output cut in the middle of an item, or
-// a line that fits none of the shapes, is an error.
-func ParseDetail(out string) ([]Entry, error) {
+// entryBuilder.join). width is the console width the output was wrapped
+// at (see ConsoleWidth); a line longer than width proves the device used
+// a wider console, and then the longest line is taken as the width;
+// width 0 or less means unknown, which takes the longest line too.
+// Flags legends, `Columns:` headers, blank lines, carriage returns and
+// ANSI escapes are skipped. Output matching nothing yields no entries and
+// no error; output cut in the middle of an item, or a line that fits none
+// of the shapes, is an error.
+func ParseDetail(out string, width int) ([]Entry, error) {
 	lines := strings.Split(clean(out), "\n")
+	for _, l := range lines {
+		width = max(width, len(l))
+	}
 	var (
 		entries  []Entry
 		cur      *entryBuilder
 		inLegend bool
+		prevFull bool // the entry's last line filled the width
 	)
 	flush := func(atEnd bool) error {
 		if cur == nil {
@@ -417,11 +469,13 @@ func ParseDetail(out string) ([]Entry, error) {
 			}
 			flags, body := splitFlags(line[end:])
 			cur = &entryBuilder{index: idx, flags: flags, indexEnd: end, line: n + 1}
-			cur.join(body)
+			cur.join(body, false)
+			prevFull = len(line) >= width
 			continue
 		}
 		if cur != nil && ind > 0 {
-			cur.join(trimmed)
+			cur.join(trimmed, prevFull)
+			prevFull = len(line) >= width
 			continue
 		}
 		return nil, fmt.Errorf("%w: print detail: line %d: unexpected %q", ErrMalformed, n+1, clip(line))
@@ -464,7 +518,7 @@ func ParseTerse(out string) ([]Entry, error) {
 		}
 		flags, body := splitFlags(line[end:])
 		b := entryBuilder{index: idx, flags: flags, indexEnd: end, line: n + 1}
-		b.join(body)
+		b.join(body, false)
 		e, err := b.entry(n == last)
 		if err != nil {
 			return nil, fmt.Errorf("routeros: print terse: %w", err)

@@ -113,7 +113,7 @@ func TestParseDetailGolden(t *testing.T) {
 	} {
 		for name, in := range variants(readSample(t, tc.file)) {
 			t.Run(tc.file+"/"+name, func(t *testing.T) {
-				got, err := ParseDetail(in)
+				got, err := ParseDetail(in, DefaultWidth)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -126,7 +126,7 @@ func TestParseDetailGolden(t *testing.T) {
 // TestParseDetailGoldenValues converts the golden fields the way the
 // client will, so the parsers agree with each other on real output.
 func TestParseDetailGoldenValues(t *testing.T) {
-	one, err := ParseDetail(readSample(t, "disk_detail_one.txt"))
+	one, err := ParseDetail(readSample(t, "disk_detail_one.txt"), DefaultWidth)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -138,7 +138,7 @@ func TestParseDetailGoldenValues(t *testing.T) {
 	if n, err := ParseHumanSize(fileSize); err != nil || n != 50<<30 {
 		t.Errorf("file-size = %d, %v", n, err)
 	}
-	pool, err := ParseDetail(readSample(t, "pool_detail.txt"))
+	pool, err := ParseDetail(readSample(t, "pool_detail.txt"), DefaultWidth)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -146,7 +146,7 @@ func TestParseDetailGoldenValues(t *testing.T) {
 	if n, err := ParseNumber(free); err != nil || n != 5963595964416 {
 		t.Errorf("free = %d, %v", n, err)
 	}
-	files, err := ParseDetail(readSample(t, "file_detail.txt"))
+	files, err := ParseDetail(readSample(t, "file_detail.txt"), DefaultWidth)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -156,25 +156,27 @@ func TestParseDetailGoldenValues(t *testing.T) {
 	}
 }
 
-// Wrapped at width 80 the way RouterOS does it: a property that does not
-// fit moves to the next line; one longer than a line is split inside its
-// value.
+// Wrapped at width 80 the way RouterOS does it: a line breaks at the
+// last space before the width, so a property that does not fit moves to
+// the next line; a property longer than a line has no such space and is
+// cut at the width, inside its value (rdsclient/docs/device.md,
+// "Wrapping").
 const wrapped80 = ` 0  type=file slot="pvc-ccdecfad-a8bf-572e-9120-464c4d99f12f" slot-default=""
                parent="" fs=-
-               model="/storage-pool/k8s/pvc-ccdecfad-a8bf-572e-9120-464c4d99f
-               12f.img"
+               model="/storage-pool/k8s/pvc-ccdecfad-a8bf-572e-9120-464c4d99f12f
+               .img"
                size=10 737 418 240 mount-filesystem=yes mount-read-only=no
                nvme-tcp-export=yes nvme-tcp-server-port=4420
-               nvme-tcp-server-nqn="nqn.2000-02.com.mikrotik:pvc-ccdecfad-a8bf-57
-               2e-9120-464c4d99f12f"
+               nvme-tcp-server-nqn="nqn.2000-02.com.mikrotik:pvc-ccdecfad-a8bf-5
+               72e-9120-464c4d99f12f"
                nvme-tcp-server-allow-host-name="" iscsi-export=no
-               file-path=/storage-pool/k8s/pvc-ccdecfad-a8bf-572e-9120-464c
-               4d99f12f.img
+               file-path=/storage-pool/k8s/pvc-ccdecfad-a8bf-572e-9120-464c4d99f
+               12f.img
                file-size=10.0GiB file-offset=0
 
  1  type=file slot="pvc-0a1b2c3d-4e5f-6071-8293-a4b5c6d7e8f9" slot-default=""
-               file-path=/storage-pool/k8s/pvc-0a1b2c3d-4e5f-6071-8293-a4b5
-               c6d7e8f9.img file-size=1024.0MiB
+               file-path=/storage-pool/k8s/pvc-0a1b2c3d-4e5f-6071-8293-a4b5c6d7e
+               8f9.img file-size=1024.0MiB
                size=1 073 741 824
 `
 
@@ -195,7 +197,7 @@ func TestParseDetailWrapped(t *testing.T) {
 	}
 	for name, in := range variants(wrapped80) {
 		t.Run(name, func(t *testing.T) {
-			got, err := ParseDetail(in)
+			got, err := ParseDetail(in, DefaultWidth)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -223,7 +225,7 @@ func TestParseDetailFlagsLegendsANSI(t *testing.T) {
 		{3, "", kv{{"type", "file"}, {"slot", `pvc-"q\`}}},
 		{10, "*", kv{{"type", "file"}, {"slot", "x"}, {"comment", `a "b" c`}}},
 	}
-	got, err := ParseDetail(in)
+	got, err := ParseDetail(in, DefaultWidth)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -237,7 +239,7 @@ func TestParseDetailEmpty(t *testing.T) {
 		"Flags: X - disabled; D - dynamic;\r\n  B - blocked\r\n\r\n",
 		"\x1b[mFlags: X - disabled\x1b[m\n",
 	} {
-		got, err := ParseDetail(in)
+		got, err := ParseDetail(in, DefaultWidth)
 		if err != nil || len(got) != 0 {
 			t.Errorf("ParseDetail(%q) = %v, %v; want no entries, no error", in, got, err)
 		}
@@ -269,7 +271,7 @@ func TestParseDetailErrors(t *testing.T) {
 		{"legend then garbage", "Flags: X - disabled\n  a=b c\n", ErrMalformed},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got, err := ParseDetail(tc.in)
+			got, err := ParseDetail(tc.in, DefaultWidth)
 			if !errors.Is(err, tc.want) {
 				t.Fatalf("ParseDetail(%q) = %+v, %v; want %v", tc.in, got, err, tc.want)
 			}
@@ -284,13 +286,14 @@ func TestParseDetailErrors(t *testing.T) {
 }
 
 // TestParseDetailDigitContinuation: a continuation line that starts with
-// digits (a wrapped digit group) is not a new item, because it is
-// indented past the index column.
+// digits (the rest of a digit-grouped number the device broke at one of
+// its spaces) is not a new item, because it is indented past the index
+// column, and it joins with the space the break replaced.
 func TestParseDetailDigitContinuation(t *testing.T) {
-	in := " 0  name=\"very-long-name-that-takes-room\" comment=\"x\" size=53 687 0\n" +
-		"               91 200 free=1\n" +
+	in := " 0  name=\"very-long-name-that-takes-room\" comment=\"x\" size=53 687\n" +
+		"               091 200 free=1\n" +
 		" 1  name=b\n"
-	got, err := ParseDetail(in)
+	got, err := ParseDetail(in, DefaultWidth)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -298,6 +301,99 @@ func TestParseDetailDigitContinuation(t *testing.T) {
 		{0, "", kv{{"name", "very-long-name-that-takes-room"}, {"comment", "x"}, {"size", "53 687 091 200"}, {"free", "1"}}},
 		{1, "", kv{{"name", "b"}}},
 	})
+}
+
+// wrappedAtSpaces is print detail at width 40 as the device wraps it:
+// a line breaks at the last space before the width, inside digit groups
+// too (size=53 | 687 091 200, size=1 | 073 741 824) and inside a quoted
+// value (comment="made by a test | of the wrapping"); the path and the
+// NQN hold no space before the width and are cut at it, so those lines
+// fill all 40 columns (rdsclient/docs/device.md, "Wrapping").
+const wrappedAtSpaces = "Flags: X - disabled; B - blocked\r\n" +
+	" 0  type=file slot=\"pvc-test-123\"\r\n" +
+	"               slot-default=\"\" size=53\r\n" +
+	"               687 091 200\r\n" +
+	"               comment=\"made by a test\r\n" +
+	"               of the wrapping\"\r\n" +
+	"               file-path=/storage-pool/k\r\n" +
+	"               8s/pvc-test-123.img\r\n" +
+	"               file-size=50.0GiB\r\n" +
+	"               nvme-tcp-server-nqn=\"nqn.\r\n" +
+	"               2000-02.com.mikrotik:pvc-\r\n" +
+	"               test-123\"\r\n" +
+	"\r\n" +
+	" 1  slot=storage-pool type=partition\r\n" +
+	"               mount-point=storage-pool\r\n" +
+	"               size=7 949 127 950 336\r\n" +
+	"               free=5 963 595 964 416\r\n" +
+	"               use=25%\r\n" +
+	"\r\n" +
+	" 2  name=storage-pool/k8s/x.img\r\n" +
+	"               type=.img file size=1\r\n" +
+	"               073 741 824\r\n"
+
+func TestParseDetailWrappedAtSpaces(t *testing.T) {
+	want := []wantEntry{
+		{0, "", kv{{"type", "file"}, {"slot", "pvc-test-123"}, {"slot-default", ""}, {"size", "53 687 091 200"},
+			{"comment", "made by a test of the wrapping"}, {"file-path", "/storage-pool/k8s/pvc-test-123.img"},
+			{"file-size", "50.0GiB"}, {"nvme-tcp-server-nqn", "nqn.2000-02.com.mikrotik:pvc-test-123"}}},
+		{1, "", kv{{"slot", "storage-pool"}, {"type", "partition"}, {"mount-point", "storage-pool"},
+			{"size", "7 949 127 950 336"}, {"free", "5 963 595 964 416"}, {"use", "25%"}}},
+		{2, "", kv{{"name", "storage-pool/k8s/x.img"}, {"type", ".img file"}, {"size", "1 073 741 824"}}},
+	}
+	for _, l := range strings.Split(wrappedAtSpaces, "\r\n") {
+		if len(l) > 40 {
+			t.Fatalf("sample line wider than 40: %q", l)
+		}
+	}
+	for name, in := range variants(wrappedAtSpaces) {
+		t.Run(name, func(t *testing.T) {
+			got, err := ParseDetail(in, 40)
+			if err != nil {
+				t.Fatal(err)
+			}
+			checkEntries(t, got, want)
+			size, _ := got[0].Get("size")
+			if n, err := ParseNumber(size); err != nil || n != 50<<30 {
+				t.Errorf("size %q = %d, %v", size, n, err)
+			}
+		})
+	}
+	// Read at a width it was not printed at, the cut lines are short,
+	// so they read as breaks at a space: the width is what tells the two
+	// apart.
+	got, err := ParseDetail(wrappedAtSpaces, 80)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p, _ := got[0].Get("file-path"); p != "/storage-pool/k 8s/pvc-test-123.img" {
+		t.Errorf("file-path read at width 80 = %q, want the cut read as a break", p)
+	}
+}
+
+// TestParseDetailFullLineThenProperty: a property that ends exactly at
+// the width, followed by a line that starts with the next property, is
+// not a cut: the two are joined with a space.
+func TestParseDetailFullLineThenProperty(t *testing.T) {
+	in := " 0  slot=\"pvc-1\" file-path=/p/k8s/ab.img\r\n" + // 40 columns
+		"               file-size=1.0GiB\r\n"
+	got, err := ParseDetail(in, 40)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkEntries(t, got, []wantEntry{{0, "", kv{{"slot", "pvc-1"}, {"file-path", "/p/k8s/ab.img"}, {"file-size", "1.0GiB"}}}})
+}
+
+func TestConsoleWidth(t *testing.T) {
+	for login, want := range map[string]int{
+		"admin": DefaultWidth, "admin+ct": DefaultWidth, "admin+ct200w": 200, "admin+c250w": 250,
+		"admin+250wct": 250, "admin+c40w20h": 40, "admin+0w": DefaultWidth, "admin+12": DefaultWidth,
+		"admin+w": DefaultWidth, "admin+c/w": DefaultWidth, "admin+99999999999w": DefaultWidth,
+	} {
+		if got := ConsoleWidth(login); got != want {
+			t.Errorf("ConsoleWidth(%q) = %d, want %d", login, got, want)
+		}
+	}
 }
 
 func TestParseTerse(t *testing.T) {

@@ -8,10 +8,12 @@ import (
 	"testing"
 )
 
-// wprop is one property as the device holds it.
+// wprop is one property as the device holds it. group makes it start a
+// new line, as the device lays out line groups.
 type wprop struct {
 	key, val string
 	quoted   bool
+	group    bool
 }
 
 func (p wprop) String() string {
@@ -28,66 +30,90 @@ type wentry struct {
 	props []wprop
 }
 
+// logical is one line before wrapping: its text and, per byte, whether
+// the byte is the space between two properties or part of a key
+// (including its '=').
+type logical struct {
+	text     []byte
+	sep, key []bool
+}
+
+func (l *logical) add(p wprop) {
+	if len(l.text) > 0 {
+		l.text = append(l.text, ' ')
+		l.sep = append(l.sep, true)
+		l.key = append(l.key, false)
+	}
+	s := p.String()
+	for i := 0; i < len(s); i++ {
+		l.text = append(l.text, s[i])
+		l.sep = append(l.sep, false)
+		l.key = append(l.key, i <= len(p.key))
+	}
+}
+
 // wrapDetail renders entries the way RouterOS wraps `print detail` at a
-// console width: the index right-aligned, flag letters, then properties;
-// a property that fits stays whole on the current line, one that does not
-// starts a new line indented by indent, and one longer than a whole line
-// is split at the width. With fill set, a long property is started on the
-// current line when the split still falls inside its value (both
-// placements must parse the same).
-func wrapDetail(entries []wentry, width, indent int, fill bool) string {
-	var out strings.Builder
+// console width, written independently of the parser: the index
+// right-aligned and the flag letters, then the properties separated by
+// one space; a property marked group starts a new line. A line longer
+// than width breaks at its last space that still fits (so the broken line
+// is shorter than width), and when it has none past its indentation it is
+// cut at the width, filling the line; a space right after a cut is
+// dropped. Continuation lines are indented by indent.
+//
+// lossy reports output that no reader can read back exactly (see
+// entryBuilder.join): a continuation that starts with a space, a space
+// dropped after a cut that is not between two properties, or a cut
+// inside a key.
+func wrapDetail(entries []wentry, width, indent int) (out string, lossy bool) {
+	var b strings.Builder
+	pad := strings.Repeat(" ", indent)
 	for n, e := range entries {
 		if n > 0 && n%2 == 0 {
-			out.WriteString("\r\n") // blank separators on some, not all
+			b.WriteString("\r\n") // blank separators on some, not all
 		}
-		line := fmt.Sprintf("%2d %-3s", e.index, strings.Join(strings.Split(e.flags, ""), " "))
-		if len(line) < indent && indent <= 15 {
-			line += strings.Repeat(" ", indent-len(line))
+		prefix := fmt.Sprintf("%2d %-3s", e.index, strings.Join(strings.Split(e.flags, ""), " "))
+		if len(prefix) < indent && indent <= 15 {
+			prefix += strings.Repeat(" ", indent-len(prefix))
 		}
-		empty := true // no property on line yet
-		emit := func() {
-			out.WriteString(line + "\r\n")
-			line, empty = strings.Repeat(" ", indent), true
+		var lines []*logical
+		for i, p := range e.props {
+			if i == 0 || p.group {
+				lines = append(lines, &logical{})
+			}
+			lines[len(lines)-1].add(p)
 		}
-		for _, p := range e.props {
-			s := p.String()
-			sep := " "
-			if empty {
-				sep = ""
-			}
-			switch {
-			case len(line)+len(sep)+len(s) <= width:
-				line += sep + s
-				empty = false
-				continue
-			case indent+len(s) <= width:
-				emit()
-				line += s
-				empty = false
-				continue
-			}
-			room := width - len(line) - len(sep)
-			if !empty && !(fill && room > len(p.key)+2) {
-				emit()
-				sep = ""
-			}
-			line += sep
+		lead := prefix
+		for _, l := range lines {
+			start := 0
 			for {
-				room := width - len(line)
-				if len(s) <= room {
-					line += s
+				room := width - len(lead)
+				if len(l.text)-start <= room {
+					b.WriteString(lead + string(l.text[start:]) + "\r\n")
 					break
 				}
-				line += s[:room]
-				s = s[room:]
-				emit()
+				if i := strings.LastIndexByte(string(l.text[start:start+room]), ' '); i > 0 {
+					b.WriteString(lead + string(l.text[start:start+i]) + "\r\n")
+					start += i + 1
+				} else {
+					b.WriteString(lead + string(l.text[start:start+room]) + "\r\n")
+					start += room
+					lossy = lossy || l.key[start] && l.key[start-1]
+					if l.text[start] == ' ' {
+						lossy = lossy || !l.sep[start]
+						start++
+					}
+				}
+				lead = pad
+				if start == len(l.text) {
+					break
+				}
+				lossy = lossy || l.text[start] == ' '
 			}
-			empty = false
+			lead = pad
 		}
-		out.WriteString(line + "\r\n")
 	}
-	return out.String()
+	return b.String(), lossy
 }
 
 var wrapKeys = []string{"type", "slot", "slot-default", "parent", "fs", "model", "size", "free",
@@ -102,59 +128,84 @@ func randString(r *rand.Rand, alphabet string, n int) string {
 	return string(b)
 }
 
-// randProp draws a value of one of the shapes RouterOS prints. Long
-// values contain no spaces, since a split that falls on a space cannot be
-// told from indentation (see entryBuilder.join).
+// groupDigits renders n with digit groups, as the device prints sizes.
+func groupDigits(n int64) string {
+	s := fmt.Sprint(n)
+	var g []string
+	for len(s) > 3 {
+		g = append([]string{s[len(s)-3:]}, g...)
+		s = s[:len(s)-3]
+	}
+	return strings.Join(append([]string{s}, g...), " ")
+}
+
+// randProp draws a value of one of the shapes RouterOS prints.
 func randProp(r *rand.Rand, key string) wprop {
-	p := randShape(r, key)
-	if strings.Contains(p.val, " ") && len(p.String()) > 33 {
-		// would be split at width 40 and indent 7; pick a spaceless one
-		return wprop{key: key, val: randString(r, "abcdefghijklmnopqrstuvwxyz0123456789-", 1+r.IntN(40))}
+	const path = "abcdefghijklmnopqrstuvwxyzABCZ0123456789/._-"
+	p := wprop{key: key, group: r.IntN(4) == 0}
+	switch r.IntN(9) {
+	case 0: // digit groups
+		p.val = groupDigits(r.Int64N(1 << 50))
+	case 1:
+		p.val = "." + randString(r, "abcimg", 1+r.IntN(4)) + " file"
+	case 2: // long unquoted path
+		p.val = "/" + randString(r, path, 1+r.IntN(180))
+	case 3: // long quoted NQN-like, with escapes
+		p.val, p.quoted = randString(r, `nqn.2000-02.com:pvc-abcdef0123456789"\`, r.IntN(200)), true
+	case 4: // short quoted with spaces and '='
+		p.val, p.quoted = randString(r, `ab c="\=;$[]`, r.IntN(12)), true
+	case 5:
+		p.val, p.quoted = "", true
+	case 6:
+		p.val = []string{"yes", "no", "-", "none", "50.0GiB", "4420", "2025-11-11 16:47:07"}[r.IntN(7)]
+	case 7: // long quoted text of words
+		var words []string
+		for range 1 + r.IntN(20) {
+			words = append(words, randString(r, "abcdefghijklmnopqrstuvwxyz0123456789-", 1+r.IntN(12)))
+		}
+		p.val, p.quoted = strings.Join(words, " "), true
+	default:
+		p.val = randString(r, "abcdefghijklmnopqrstuvwxyz0123456789-", 1+r.IntN(40))
 	}
 	return p
 }
 
-func randShape(r *rand.Rand, key string) wprop {
-	const path = "abcdefghijklmnopqrstuvwxyzABCZ0123456789/._-"
-	switch r.IntN(8) {
-	case 0: // digit groups
-		n := r.Int64N(1 << 50)
-		s := fmt.Sprint(n)
-		var g []string
-		for len(s) > 3 {
-			g = append([]string{s[len(s)-3:]}, g...)
-			s = s[:len(s)-3]
+// checkWrapRoundTrip parses out and compares it with entries.
+func checkWrapRoundTrip(t *testing.T, entries []wentry, out string, width int) {
+	t.Helper()
+	got, err := ParseDetail(out, width)
+	if err != nil {
+		t.Fatalf("width %d: %v\n%s", width, err, out)
+	}
+	if len(got) != len(entries) {
+		t.Fatalf("got %d entries, want %d\n%s", len(got), len(entries), out)
+	}
+	for i, e := range entries {
+		keys, props := []string{}, map[string]string{}
+		for _, p := range e.props {
+			keys = append(keys, p.key)
+			props[p.key] = p.val
 		}
-		return wprop{key: key, val: strings.Join(append([]string{s}, g...), " ")}
-	case 1:
-		return wprop{key: key, val: "." + randString(r, "abcimg", 1+r.IntN(4)) + " file"}
-	case 2: // long unquoted path
-		return wprop{key: key, val: "/" + randString(r, path, 1+r.IntN(180))}
-	case 3: // long quoted NQN-like, with escapes
-		return wprop{key: key, val: randString(r, `nqn.2000-02.com:pvc-abcdef0123456789"\`, r.IntN(200)), quoted: true}
-	case 4: // short quoted with spaces and '='
-		return wprop{key: key, val: randString(r, `ab c="\=;$[]`, r.IntN(12)), quoted: true}
-	case 5:
-		return wprop{key: key, val: "", quoted: true}
-	case 6:
-		return wprop{key: key, val: []string{"yes", "no", "-", "none", "50.0GiB", "4420"}[r.IntN(6)]}
-	default:
-		return wprop{key: key, val: randString(r, "abcdefghijklmnopqrstuvwxyz0123456789-", 1+r.IntN(40))}
+		g := got[i]
+		if g.Index != e.index || g.Flags != e.flags || !reflect.DeepEqual(g.Keys, keys) || !reflect.DeepEqual(g.Props, props) {
+			t.Fatalf("width %d entry %d:\n got %d %q %q\nwant %d %q %q\n%s",
+				width, i, g.Index, g.Flags, g.Props, e.index, e.flags, props, out)
+		}
 	}
 }
 
 func TestParseDetailWrapProperty(t *testing.T) {
 	r := rand.New(rand.NewPCG(1, 2))
-	splits := 0 // continuation lines that carry the rest of a value
+	var cuts, breaks, lossy int // cuts: lines cut at the width; breaks: values broken at a space
 	for iter := 0; iter < 3000; iter++ {
 		width := 40 + r.IntN(161)
 		// Continuation lines are indented at the property column or at
-		// 15; keys must fit a line so that a split lands in a value.
+		// 15; the longest key must fit a line so that no cut lands in a
+		// key.
 		indent := 7
 		if width-15 >= 40 && r.IntN(2) == 0 {
 			indent = 15
 		}
-		fill := r.IntN(2) == 0
 		var entries []wentry
 		for i := 0; i < 1+r.IntN(4); i++ {
 			e := wentry{index: i, flags: []string{"", "X", "D", "XD", "*"}[r.IntN(5)]}
@@ -163,59 +214,128 @@ func TestParseDetailWrapProperty(t *testing.T) {
 			}
 			entries = append(entries, e)
 		}
-		out := wrapDetail(entries, width, indent, fill)
+		out, lost := wrapDetail(entries, width, indent)
+		if lost {
+			lossy++
+			continue
+		}
+		prevFull := false
 		for _, l := range strings.Split(out, "\r\n") {
-			if t := strings.TrimLeft(l, " "); len(t) < len(l) && t != "" && !keyAt(t, 0) {
-				splits++
-			}
 			if len(l) > width {
 				t.Fatalf("wrapper produced a %d-byte line at width %d: %q", len(l), width, l)
 			}
-		}
-		got, err := ParseDetail(out)
-		if err != nil {
-			t.Fatalf("width %d indent %d fill %v: %v\n%s", width, indent, fill, err, out)
-		}
-		if len(got) != len(entries) {
-			t.Fatalf("got %d entries, want %d\n%s", len(got), len(entries), out)
-		}
-		for i, e := range entries {
-			keys, props := []string{}, map[string]string{}
-			for _, p := range e.props {
-				keys = append(keys, p.key)
-				props[p.key] = p.val
+			if c := strings.TrimLeft(l, " "); len(c) < len(l) && c != "" && !keyAt(c, 0) {
+				if prevFull {
+					cuts++
+				} else {
+					breaks++
+				}
 			}
-			g := got[i]
-			if g.Index != e.index || g.Flags != e.flags || !reflect.DeepEqual(g.Keys, keys) || !reflect.DeepEqual(g.Props, props) {
-				t.Fatalf("width %d indent %d fill %v entry %d:\n got %d %q %q\nwant %d %q %q\n%s",
-					width, indent, fill, i, g.Index, g.Flags, g.Props, e.index, e.flags, props, out)
-			}
+			prevFull = len(l) == width
 		}
+		checkWrapRoundTrip(t, entries, out, width)
 	}
-	if splits < 1000 {
-		t.Errorf("only %d mid-value splits generated; the test would not prove the joining rule", splits)
+	if cuts < 1000 || breaks < 1000 {
+		t.Errorf("only %d cuts and %d breaks at a space inside values; the test would not prove the joining rule", cuts, breaks)
+	}
+	t.Logf("%d cuts, %d breaks at a space inside values, %d lossy layouts skipped", cuts, breaks, lossy)
+	if lossy > 300 {
+		t.Errorf("%d of 3000 layouts were lossy; the test covers too little", lossy)
 	}
 }
 
-// TestWrapDetailSplitsValues proves the property test exercises
-// mid-value splits, so it cannot pass vacuously.
+// TestWrapDetailSplitsValues proves the property test's wrapper breaks
+// at spaces and cuts runs that have none, so the test cannot pass
+// vacuously.
 func TestWrapDetailSplitsValues(t *testing.T) {
-	out := wrapDetail([]wentry{{index: 0, props: []wprop{
+	out, lossy := wrapDetail([]wentry{{index: 0, props: []wprop{
 		{key: "file-path", val: "/storage-pool/k8s/pvc-ccdecfad-a8bf-572e-9120-464c4d99f12f.img"},
+		{key: "size", val: "53 687 091 200"},
 		{key: "nvme-tcp-server-nqn", val: "nqn.2000-02.com.mikrotik:pvc-ccdecfad-a8bf-572e-9120-464c4d99f12f", quoted: true},
-	}}}, 60, 15, false)
+	}}}, 60, 15)
 	want := " 0             file-path=/storage-pool/k8s/pvc-ccdecfad-a8bf\r\n" +
-		"               -572e-9120-464c4d99f12f.img\r\n" +
+		"               -572e-9120-464c4d99f12f.img size=53 687 091\r\n" +
+		"               200\r\n" +
 		"               nvme-tcp-server-nqn=\"nqn.2000-02.com.mikrotik\r\n" +
 		"               :pvc-ccdecfad-a8bf-572e-9120-464c4d99f12f\"\r\n"
-	if out != want {
-		t.Fatalf("wrapDetail:\n%s\nwant:\n%s", out, want)
+	if out != want || lossy {
+		t.Fatalf("wrapDetail (lossy %v):\n%s\nwant:\n%s", lossy, out, want)
 	}
-	got, err := ParseDetail(out)
+	got, err := ParseDetail(out, 60)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if v, _ := got[0].Get("file-path"); v != "/storage-pool/k8s/pvc-ccdecfad-a8bf-572e-9120-464c4d99f12f.img" {
 		t.Errorf("file-path = %q", v)
 	}
+	if v, _ := got[0].Get("size"); v != "53 687 091 200" {
+		t.Errorf("size = %q", v)
+	}
+}
+
+// FuzzParseDetailWrap wraps one entry made of the fuzzed values at the
+// fuzzed width as the device does and requires ParseDetail to read every
+// value back. vals holds one value per line; a value with a space, a
+// quote or '=' is printed quoted, as RouterOS does (digit groups and
+// "<ext> file" excepted, which stay bare).
+func FuzzParseDetailWrap(f *testing.F) {
+	f.Add("53 687 091 200\n/storage-pool/k8s/pvc-test-123.img\nnqn.2000-02.com.mikrotik:pvc-test-123", 40, 15)
+	f.Add(".img file\n10.0GiB\n2025-11-11 14:32:41", 29, 5)
+	f.Fuzz(func(t *testing.T, vals string, width, indent int) {
+		width = 40 + abs(width)%161
+		indent = []int{4, 5, 7, 15}[abs(indent)%4]
+		e := wentry{index: 0}
+		for i, v := range strings.Split(vals, "\n") {
+			if i >= len(wrapKeys) {
+				break
+			}
+			if !wrapValue(v) {
+				return
+			}
+			p := wprop{key: wrapKeys[i], val: v, group: i%5 == 4}
+			p.quoted = strings.ContainsAny(v, "\"= \\") && !bareWithSpaces(v) || v == ""
+			e.props = append(e.props, p)
+		}
+		out, lossy := wrapDetail([]wentry{e}, width, indent)
+		if lossy {
+			return
+		}
+		checkWrapRoundTrip(t, []wentry{e}, out, width)
+	})
+}
+
+func abs(n int) int {
+	if n < 0 {
+		if n = -n; n < 0 {
+			return 0
+		}
+	}
+	return n
+}
+
+// wrapValue accepts what the device can print in a value: printable
+// ASCII, no leading or trailing space.
+func wrapValue(v string) bool {
+	for i := 0; i < len(v); i++ {
+		if v[i] < ' ' || v[i] > '~' {
+			return false
+		}
+	}
+	return len(v) < 300 && strings.TrimSpace(v) == v
+}
+
+// bareWithSpaces reports the unquoted values with spaces the device
+// prints: digit groups, "<ext> file" and timestamps; single spaces only.
+func bareWithSpaces(v string) bool {
+	if strings.Contains(v, "  ") || strings.ContainsAny(v, "\"=\\") {
+		return false
+	}
+	if _, err := ParseNumber(v); err == nil {
+		return true
+	}
+	if ext, ok := strings.CutSuffix(v, " file"); ok && strings.HasPrefix(ext, ".") && !strings.Contains(ext, " ") {
+		return true
+	}
+	_, err := ParseTime(v, nil)
+	return err == nil
 }

@@ -8,6 +8,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
+	"strings"
 	"sync"
 	"testing"
 )
@@ -65,4 +67,33 @@ func MainWithBinary(m *testing.M, pkg, name string, race bool, bin *string) int 
 		return 1
 	}
 	return m.Run()
+}
+
+// ForbidDeps fails t when package pkg (an import path) depends, directly
+// or through others, on a package at or below one of the import paths in
+// forbidden; pkg itself is exempt. It runs "go list -deps" with the go
+// binary of runtime.GOROOT and skips t only when that binary is missing.
+func ForbidDeps(t testing.TB, pkg string, forbidden ...string) {
+	t.Helper()
+	goBin := filepath.Join(runtime.GOROOT(), "bin", "go")
+	if _, err := os.Stat(goBin); err != nil {
+		t.Skipf("no go binary to list dependencies: %v", err)
+	}
+	cmd := exec.Command(goBin, "list", "-deps", pkg)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("go list -deps %s: %v\n%s", pkg, err, stderr.String())
+	}
+	for _, dep := range strings.Fields(string(out)) {
+		if dep == pkg {
+			continue
+		}
+		for _, f := range forbidden {
+			if dep == f || strings.HasPrefix(dep, f+"/") {
+				t.Errorf("%s depends on %s", pkg, dep)
+			}
+		}
+	}
 }

@@ -133,6 +133,8 @@ func TestDiskAddErrors(t *testing.T) {
 		{"/disk add type=file file-path=storage-pool/x.img file-size=1G slot=x", "failure: invalid file path"},
 		{"/disk add type=file file-path=/storage-pool/../other/x.img file-size=1G slot=x", "failure: invalid file path"},
 		{"/disk add type=file file-path=/storage-pool file-size=1G slot=x", "failure: invalid file path"},
+		{"/disk add type=file file-path=/storage-pool/./x.img file-size=1G slot=x", "failure: invalid file path"},
+		{`/disk add type=file file-path="/storage-pool/a b.img" file-size=1G slot=x`, "failure: invalid file path"},
 		{"/disk add type=file file-path=/storage-pool/x.img slot=x", "failure: file-size not specified"},
 		{"/disk add file-path=/storage-pool/x.img file-size=1G slot=x", "failure: type not specified"},
 		{"/disk add type=file file-size=1G slot=x", "failure: file-path not specified"},

@@ -531,7 +531,8 @@ func (s *Server) fileRemove(cmd *command) error {
 	return s.st.removeFiles(names)
 }
 
-// monitorTraffic prints one snapshot in the layout of routeros.md §3.9.
+// monitorTraffic prints one snapshot in the captured layout
+// (rdsclient/docs/device.md, "Output format").
 // The keys of the capture keep its order; where the further keys sit in
 // the real output is not captured, so the fake chooses: merges after a
 // direction's per-second rate, as Linux disk statistics put merges after

@@ -15,13 +15,15 @@ const (
 )
 
 // Fault is a misbehaviour injected with Server.Inject. Build one with
-// FailNth, FailAlways, AnswerNth, Latency, Hang or DropAfterRun.
+// FailNth, FailAlways, AnswerNth, StderrNth, Latency, Hang or
+// DropAfterRun.
 type Fault struct {
 	kind    faultKind
 	re      *regexp.Regexp
 	n       int // 1-based match number for FailNth and DropAfterRun; 0 = every match
 	output  string
-	status  int // exit status of a faultFail answer
+	stderr  bool // a faultFail answer goes to stderr
+	status  int  // exit status of a faultFail answer
 	latency time.Duration
 }
 
@@ -57,6 +59,16 @@ func FailAlways(pattern, output string) Fault {
 // pattern is not a valid regexp.
 func AnswerNth(pattern string, n int, output string, status int) Fault {
 	return Fault{kind: faultFail, re: compilePattern(pattern), n: max(n, 1), output: output, status: status}
+}
+
+// StderrNth makes the n-th (1-based) command matching pattern print
+// output on stderr (lines ending in CRLF) with the given exit status,
+// without executing it. The device prints its errors on stdout; this
+// stands for a misbehaving device or an SSH front end that does not, and
+// for output too large for the channel's flow-control window. It panics
+// if pattern is not a valid regexp.
+func StderrNth(pattern string, n int, output string, status int) Fault {
+	return Fault{kind: faultFail, re: compilePattern(pattern), n: max(n, 1), output: output, stderr: true, status: status}
 }
 
 // Latency makes commands matching pattern wait d before running. The
@@ -105,6 +117,7 @@ type faultPlan struct {
 	latency time.Duration // sum of every matching Latency
 	hang    bool
 	fail    *string // output of the first failing fault
+	stderr  bool    // which goes to stderr
 	status  int     // its exit status
 	drop    bool
 }
@@ -115,6 +128,7 @@ func (s *Server) planFaults(line string) faultPlan {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.commands = append(s.commands, line)
+	s.notifyLocked()
 	var p faultPlan
 	for _, f := range s.faults {
 		if !f.re.MatchString(line) {
@@ -130,7 +144,7 @@ func (s *Server) planFaults(line string) faultPlan {
 		case faultFail:
 			if hit && p.fail == nil {
 				out := f.output
-				p.fail, p.status = &out, f.status
+				p.fail, p.stderr, p.status = &out, f.stderr, f.status
 			}
 		case faultDrop:
 			if hit {

@@ -1,6 +1,7 @@
 package rdstest_test
 
 import (
+	"context"
 	"errors"
 	"os"
 	"runtime"
@@ -41,6 +42,64 @@ func TestFailAlways(t *testing.T) {
 	}
 	remove()
 	ok(t, c, "/disk remove [find slot=none]")
+}
+
+func TestStderrNth(t *testing.T) {
+	s := newServer(t)
+	c := dial(t, s, "")
+	s.Inject(rdstest.StderrNth(`^/system identity`, 2, "bad\nworse", 3))
+	ok(t, c, "/system identity print")
+	out := mustRun(t, c, "/system identity print")
+	if out.status != 3 || out.stdout != "" || out.stderr != "bad\r\nworse\r\n" {
+		t.Fatalf("second identity print: %+v", out)
+	}
+	ok(t, c, "/system identity print")
+	if len(s.Commands()) != 3 {
+		t.Errorf("commands %q", s.Commands())
+	}
+}
+
+// TestWaitCommandsAndIdle: WaitCommands returns once enough matching
+// commands have arrived and WaitIdle once the sessions have ended; both
+// give up with the context.
+func TestWaitCommandsAndIdle(t *testing.T) {
+	s := newServer(t)
+	c := dial(t, s, "")
+	expired, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := s.WaitCommands(expired, `^/system identity`, 1); !errors.Is(err, context.Canceled) {
+		t.Fatalf("WaitCommands before any command = %v, want context.Canceled", err)
+	}
+	s.Inject(rdstest.Hang(`identity`))
+	sess, err := c.NewSession()
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- sess.Run("/system identity print") }()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := s.WaitCommands(ctx, `^/system identity`, 1); err != nil {
+		t.Fatalf("WaitCommands: %v", err)
+	}
+	if got := s.Commands(); len(got) != 1 || got[0] != "/system identity print" {
+		t.Fatalf("commands %q", got)
+	}
+	// The command hangs: its session is still served.
+	if err := s.WaitIdle(expired); !errors.Is(err, context.Canceled) {
+		t.Fatalf("WaitIdle with a hung session = %v, want context.Canceled", err)
+	}
+	sess.Close()
+	if err := waitErr(t, done); err == nil {
+		t.Fatal("hung session reported success")
+	}
+	if err := s.WaitIdle(ctx); err != nil {
+		t.Fatalf("WaitIdle after the session closed: %v", err)
+	}
+	s.ResetCommands()
+	if err := s.WaitCommands(expired, `^/system identity`, 1); !errors.Is(err, context.Canceled) {
+		t.Fatalf("WaitCommands after ResetCommands = %v, want context.Canceled", err)
+	}
 }
 
 func TestLatency(t *testing.T) {

@@ -145,8 +145,8 @@ func groupInt(n int64) string { return groupDigits(strconv.FormatInt(n, 10)) }
 // humanSize renders bytes with one decimal in binary units. The unit is the
 // largest one the value strictly exceeds, so exact powers print in the unit
 // below: 1 GiB is "1024.0MiB" and 50 GiB is "50.0GiB" (both seen on
-// devices, routeros.md §2 and §4.6). Up to 1024 bytes print as a bare
-// number.
+// devices, rdsclient/docs/device.md, "Units"). Up to 1024 bytes print as
+// a bare number.
 func humanSize(n int64) string {
 	if n <= 1024 {
 		return strconv.FormatInt(n, 10)
@@ -212,55 +212,62 @@ func formatRate(bits int64) string {
 
 const crlf = "\r\n"
 
-// wrapEntry lays out one print-detail entry the way the console does:
+// wrapEntry lays out one print-detail entry the way the console does
+// (rdsclient/docs/device.md, "Wrapping"):
 //
 //   - the first line starts with prefix (the right-aligned index), the
 //     continuation lines with indent spaces;
-//   - a property opening a line group starts a new line, unless the current
-//     line was itself opened by wrapping (then the group continues it);
-//   - a property is placed whole if it fits within width, else it moves to
-//     a new continuation line;
-//   - a property longer than a whole line is split at the width and
-//     continues on the next continuation line.
+//   - properties are separated by one space; a property opening a line
+//     group starts a new line, unless the current line was itself opened
+//     by wrapping (then the group continues it);
+//   - a line that would be wider than width breaks at its last space that
+//     still fits, wherever it is: between properties or inside a value
+//     (size=53 | 687 091 200), so a line broken this way is shorter than
+//     width;
+//   - a line with no such space past its indentation (a path or NQN longer
+//     than a line) is cut at the width, inside the value, and fills the
+//     line; a space right after the cut is dropped.
 //
-// The groups and the soft group break reproduce the captures in
-// routeros.md §3.2 and §3.8 byte for byte. No line exceeds width.
+// The groups and the soft group break reproduce the /disk and /file
+// captures byte for byte (golden_test.go). No line exceeds width.
 func wrapEntry(prefix string, indent, width int, fields props, b *strings.Builder) {
 	if minW := max(len(prefix), indent) + 10; width < minW {
 		width = minW
 	}
 	pad := strings.Repeat(" ", indent)
-	cur := prefix
-	has := false
-	byWrap := false
-	newLine := func(wrapped bool) {
-		b.WriteString(cur)
+	cur := prefix        // the line being built
+	start := len(prefix) // where its content starts
+	has := false         // cur holds a property
+	byWrap := false      // cur was opened by wrapping
+	emit := func(line string) {
+		b.WriteString(line)
 		b.WriteString(crlf)
-		cur, has, byWrap = pad, false, wrapped
 	}
 	for _, f := range fields {
 		if f.group && has && !byWrap {
-			newLine(false)
+			emit(cur)
+			cur, start, has = pad, indent, false
 		}
-		text := f.detailText()
 		if has {
-			if len(cur)+1+len(text) <= width {
-				cur += " " + text
-				continue
-			}
-			newLine(true)
+			cur += " "
 		}
-		for len(cur)+len(text) > width {
-			room := width - len(cur)
-			cur += text[:room]
-			text = text[room:]
-			newLine(true)
-		}
-		cur += text
+		cur += f.detailText()
 		has = true
+		for len(cur) > width {
+			var rest string
+			if i := strings.LastIndexByte(cur[:width], ' '); i > start {
+				emit(cur[:i])
+				rest = cur[i+1:]
+			} else {
+				emit(cur[:width])
+				rest = strings.TrimPrefix(cur[width:], " ")
+			}
+			cur, start, has, byWrap = pad+rest, indent, rest != "", true
+		}
 	}
-	b.WriteString(cur)
-	b.WriteString(crlf)
+	if has {
+		emit(cur)
+	}
 }
 
 // keyValueLines renders "key: value" lines with keys right-aligned two

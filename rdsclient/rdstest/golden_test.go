@@ -8,10 +8,12 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/srvlab/rds-csi/internal/routeros"
 )
 
-// The samples below are copied from routeros.md (device captures), with
-// CRLF line ends as the device sends them.
+// The samples below are device captures (rdsclient/docs/device.md,
+// "Output format"), with CRLF line ends as the device sends them.
 func crlfLines(lines ...string) string { return strings.Join(lines, "\r\n") + "\r\n" }
 
 var sample32 = crlfLines(
@@ -115,8 +117,8 @@ func TestGoldenMonitorTraffic(t *testing.T) {
 	s.setOpsPerSecond("storage-pool", 0, 76)
 	got := run(t, s, "/disk monitor-traffic storage-pool once", 80)
 	// The captured keys are printed as captured, in their order, with the
-	// further keys (routeros.md §3.9, order chosen) in between and aligned
-	// the same way.
+	// further keys (rdsclient/docs/device.md, "Commands used"; order
+	// chosen) in between and aligned the same way.
 	further := [][2]string{
 		{"read-merges", "1 024"}, {"write-merges", "2 500 000"},
 		{"discard-ops", "7"}, {"discard-merges", "0"}, {"discard-bytes", "1 073 741 824"}, {"discard-time", "0ms"},
@@ -196,6 +198,63 @@ func TestGoldenSystem(t *testing.T) {
 	}
 }
 
+// TestGoldenWrapAtSpaces: at width 40 the console breaks lines at the
+// last space that fits, inside digit groups too (size=53 687 091 | 200,
+// size=7 | 949 ...), and cuts the path, which has no space, at the width
+// (rdsclient/docs/device.md, "Wrapping"). The client's parser reads every
+// value back.
+func TestGoldenWrapAtSpaces(t *testing.T) {
+	s := newTestServer(t, WithPool("storage-pool", 7949127950336))
+	run(t, s, `/disk add type=file file-path=/storage-pool/test.img file-size=50G slot=pvc-test-123`, 80)
+	got := run(t, s, "/disk print detail", 40)
+	want := diskLegend + "\r\n" + crlfLines(
+		` 0  slot=storage-pool type=partition`,
+		`               mount-point=storage-pool`,
+		`               file-system=btrfs size=7`,
+		`               949 127 950 336 free=7`,
+		`               895 440 859 136 use=1%`,
+		``,
+		` 1  type=file slot="pvc-test-123"`,
+		`               slot-default=""`,
+		`               parent="" fs=-`,
+		`               model="/storage-pool/test`,
+		`               .img" size=53 687 091`,
+		`               200 mount-filesystem=yes`,
+		`               mount-read-only=no`,
+		`               compress=no`,
+		`               sector-size=512`,
+		`               raid-master=none`,
+		`               nvme-tcp-export=no`,
+		`               iscsi-export=no`,
+		`               nfs-sharing=no`,
+		`               smb-sharing=no`,
+		`               media-sharing=no`,
+		`               media-interface=none`,
+		`               swap=no`,
+		`               file-path=/storage-pool/t`,
+		`               est.img`,
+		`               file-size=50.0GiB`,
+		`               file-offset=0`,
+	) + "\r\n"
+	if got != want {
+		t.Fatalf("got:\n%s\nwant:\n%s", got, want)
+	}
+	entries, err := routeros.ParseDetail(got, 40)
+	if err != nil || len(entries) != 2 {
+		t.Fatalf("ParseDetail: %d entries, %v", len(entries), err)
+	}
+	for i, kv := range [][2]string{{"size", "7 949 127 950 336"}, {"free", "7 895 440 859 136"}} {
+		if v, _ := entries[0].Get(kv[0]); v != kv[1] {
+			t.Errorf("pool %d: %s = %q, want %q", i, kv[0], v, kv[1])
+		}
+	}
+	for _, kv := range [][2]string{{"size", "53 687 091 200"}, {"model", "/storage-pool/test.img"}, {"file-path", "/storage-pool/test.img"}} {
+		if v, _ := entries[1].Get(kv[0]); v != kv[1] {
+			t.Errorf("disk: %s = %q, want %q", kv[0], v, kv[1])
+		}
+	}
+}
+
 func TestHumanSize(t *testing.T) {
 	for n, want := range map[int64]string{
 		0: "0", 512: "512", 1024: "1024", 1536: "1.5KiB", 1 << 20: "1024.0KiB", 1<<20 + 1: "1.0MiB",
@@ -241,7 +300,7 @@ func TestWrapWidths(t *testing.T) {
 	const uuid = "pvc-ccdecfad-a8bf-572e-9120-464c4d99f12f"
 	nqn := "nqn.2000-02.com.mikrotik:" + uuid
 	path := "/storage-pool/k8s/" + uuid + ".img"
-	for _, width := range []int{40, 80, 200} {
+	for _, width := range []int{40, 46, 60, 80, 200} {
 		s := newTestServer(t, WithWidth(width))
 		run(t, s, "/disk add type=file file-path="+path+" file-size=10G slot="+uuid+
 			" nvme-tcp-export=yes nvme-tcp-server-port=4420 nvme-tcp-server-nqn="+nqn, width)
@@ -284,20 +343,45 @@ func TestWrapWidths(t *testing.T) {
 			}
 			return false
 		}
-		// Long values split inside the value at 40 and 80; at 200 they
+		// Long values split inside the value below 200; at 200 they
 		// stay whole.
 		for _, v := range []string{`nvme-tcp-server-nqn="` + nqn + `"`, "file-path=" + path, `model="` + path + `"`} {
 			if got, want := whole(v), width == 200; got != want {
 				t.Errorf("width %d: %s whole on one line = %v, want %v\n%s", width, v, got, want, out)
 			}
 		}
-		// A property that fits a continuation line is never split.
+		// A property without a space that fits a continuation line is
+		// never split: the space before it is a better break than a cut.
 		for _, p := range item {
-			if txt := p.detailText(); len(txt) <= width-15 && !whole(txt) {
+			if txt := p.detailText(); len(txt) <= width-15 && !strings.Contains(txt, " ") && !whole(txt) {
 				t.Errorf("width %d: %q split although it fits:\n%s", width, txt, out)
 			}
 		}
+		// Where every key fits a line, the client's parser reads every
+		// value back; at 40 the longest key is itself cut, which no
+		// reader can undo.
+		if width-15 < len("nvme-tcp-server-allow-host-name=") {
+			continue
+		}
+		entries, err := routeros.ParseDetail(out, width)
+		if err != nil || len(entries) != 1 {
+			t.Fatalf("width %d: ParseDetail: %d entries, %v", width, len(entries), err)
+		}
+		for _, p := range item {
+			if v, _ := entries[0].Get(p.key); v != shownValue(p) {
+				t.Errorf("width %d: %s = %q, printed as %q", width, p.key, v, p.detailText())
+			}
+		}
 	}
+}
+
+// shownValue is the value a reader of print detail gets for p: the
+// printed text without the key, and without quotes for a quoted one.
+func shownValue(p prop) string {
+	if p.kind == kQuoted {
+		return p.raw
+	}
+	return strings.TrimPrefix(p.detailText(), p.key+"=")
 }
 
 func TestCopySparsePaths(t *testing.T) {

@@ -6,8 +6,8 @@ import "fmt"
 // to the disk exported as nqn, as "nvme connect" would. While any host is
 // connected, /disk remove of the disk fails with "failure: disk is in
 // use". Each call is one connection: two nodes sharing a disk during a
-// live migration are two calls. LoopConnector calls it for the NQNs it
-// attaches; embedders without loop devices call it to simulate a host.
+// live migration are two calls. rdscsitest.LoopConnector calls it for the
+// NQNs it attaches; tests without loop devices call it to simulate a host.
 // It fails with ErrNotFound when no disk is exported as nqn (a real
 // connect would fail too) and with ErrClosed after Close.
 func (s *Server) ConnectInitiator(nqn string) error {

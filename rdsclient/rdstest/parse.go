@@ -13,8 +13,9 @@ type cliError struct{ msg string }
 
 func (e *cliError) Error() string { return e.msg }
 
-// Console error texts. The wording follows routeros.md §5; column numbers
-// are 1-based byte offsets into the command line, as the console reports.
+// Console error texts. The wording follows rdsclient/docs/device.md,
+// "Error texts and their classes"; column numbers are 1-based byte
+// offsets into the command line, as the console reports.
 func errSyntax(col int) *cliError {
 	return &cliError{fmt.Sprintf("syntax error (line 1 column %d)", col)}
 }

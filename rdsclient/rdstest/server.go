@@ -10,7 +10,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -18,6 +17,7 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
+	"github.com/srvlab/rds-csi/internal/routeros"
 	"github.com/srvlab/rds-csi/rdsclient"
 )
 
@@ -114,6 +114,8 @@ type Server struct {
 	commands   []string
 	faults     []*faultEntry
 	traffic    map[string]trafficStat
+	sessions   int           // goroutines serving sessions, see WaitIdle
+	changed    chan struct{} // closed and replaced when commands or sessions change
 
 	st state // disks and pools; has its own lock
 }
@@ -138,7 +140,7 @@ func NewServer(opts ...Option) (*Server, error) {
 	}
 	seen := map[string]bool{}
 	for _, p := range o.pools {
-		if !validPoolName.MatchString(p.name) || p.capacity <= 0 || seen[p.name] {
+		if routeros.ValidPool(p.name) != nil || p.capacity <= 0 || seen[p.name] {
 			return nil, fmt.Errorf("%w: pool %q capacity %d", ErrInvalidOption, p.name, p.capacity)
 		}
 		seen[p.name] = true
@@ -154,6 +156,7 @@ func NewServer(opts ...Option) (*Server, error) {
 		done:    make(chan struct{}),
 		conns:   map[*serverConn]struct{}{},
 		traffic: map[string]trafficStat{},
+		changed: make(chan struct{}),
 	}
 	var err error
 	if s.hostSigner = o.hostSigner; s.hostSigner == nil {
@@ -204,8 +207,6 @@ func NewServer(opts ...Option) (*Server, error) {
 	return s, nil
 }
 
-var validPoolName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
-
 func newSigner() (ssh.Signer, error) {
 	_, priv, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
@@ -227,7 +228,7 @@ func (s *Server) ClientConfig() *rdsclient.Config {
 	return &rdsclient.Config{
 		User:            "admin",
 		Auth:            []ssh.AuthMethod{ssh.PublicKeys(s.clientSigner)},
-		HostKeyCallback: ssh.FixedHostKey(s.hostSigner.PublicKey()),
+		HostKeyCallback: rdsclient.FixedHostKey(s.hostSigner.PublicKey()),
 	}
 }
 
@@ -261,6 +262,70 @@ func (s *Server) ResetCommands() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.commands = nil
+	s.notifyLocked()
+}
+
+// WaitCommands blocks until the command log (see Commands) holds at
+// least n lines matching the Go regexp pattern, or ctx ends. Tests use it
+// to act once a command has reached the server instead of polling. It
+// panics if pattern is not a valid regexp.
+func (s *Server) WaitCommands(ctx context.Context, pattern string, n int) error {
+	re := compilePattern(pattern)
+	return s.waitFor(ctx, func() bool {
+		seen := 0
+		for _, c := range s.commands {
+			if re.MatchString(c) {
+				seen++
+			}
+		}
+		return seen >= n
+	})
+}
+
+// WaitIdle blocks until no session is being served, or ctx ends: every
+// command has ended, hung ones included, and its session's handlers have
+// returned. A client that abandons a command closes its session; WaitIdle
+// shows that the server noticed.
+func (s *Server) WaitIdle(ctx context.Context) error {
+	return s.waitFor(ctx, func() bool { return s.sessions == 0 })
+}
+
+// waitFor blocks until cond, evaluated under s.mu, holds or ctx ends.
+func (s *Server) waitFor(ctx context.Context, cond func() bool) error {
+	for {
+		s.mu.Lock()
+		ok, changed := cond(), s.changed
+		s.mu.Unlock()
+		if ok {
+			return nil
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// notifyLocked wakes every waitFor; s.mu must be held.
+func (s *Server) notifyLocked() {
+	close(s.changed)
+	s.changed = make(chan struct{})
+}
+
+// sessionGoroutine counts a goroutine serving a session for WaitIdle;
+// the returned func ends the count.
+func (s *Server) sessionGoroutine() (done func()) {
+	s.mu.Lock()
+	s.sessions++
+	s.notifyLocked()
+	s.mu.Unlock()
+	return func() {
+		s.mu.Lock()
+		s.sessions--
+		s.notifyLocked()
+		s.mu.Unlock()
+	}
 }
 
 // DropConnections closes every live SSH connection now.
@@ -435,7 +500,11 @@ func (s *Server) serveConn(c *serverConn) {
 			continue
 		}
 		s.wg.Add(1)
-		go s.serveSession(c, nch)
+		done := s.sessionGoroutine()
+		go func() {
+			defer done()
+			s.serveSession(c, nch)
+		}()
 	}
 	sc.Close()
 }
@@ -453,8 +522,10 @@ func (s *Server) serveSession(c *serverConn, nch ssh.NewChannel) {
 	closed := make(chan struct{}) // the channel or connection has gone
 	execs := make(chan string, 1)
 	s.wg.Add(1)
+	reqsDone := s.sessionGoroutine()
 	go func() {
 		defer s.wg.Done()
+		defer reqsDone()
 		defer close(closed)
 		got := false
 		for req := range reqs {
@@ -482,8 +553,10 @@ func (s *Server) serveSession(c *serverConn, nch ssh.NewChannel) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	s.wg.Add(1)
+	watchDone := s.sessionGoroutine()
 	go func() {
 		defer s.wg.Done()
+		defer watchDone()
 		select {
 		case <-closed:
 		case <-s.done:
@@ -541,6 +614,9 @@ func (s *Server) run(ctx context.Context, c *serverConn, line string) (result, b
 		return result{}, false
 	}
 	if plan.fail != nil {
+		if plan.stderr {
+			return result{stderr: consoleText(*plan.fail), status: plan.status}, true
+		}
 		return result{stdout: consoleText(*plan.fail), status: plan.status}, true
 	}
 	res := s.execute(line, c.width)
@@ -611,9 +687,10 @@ func (s *Server) AddForeignDisk(d ForeignDisk) {
 type Traffic struct {
 	ReadOps, ReadBytes, WriteOps, WriteBytes, InFlightOps int64
 	ReadRateBits, WriteRateBits                           int64
-	// Keys the device prints beyond the captured sample (routeros.md
-	// §3.9): read-merges, write-merges, discard-ops, discard-merges,
-	// discard-bytes and flush-ops.
+	// Keys the device prints beyond the captured sample
+	// (rdsclient/docs/device.md, "Commands used"): read-merges,
+	// write-merges, discard-ops, discard-merges, discard-bytes and
+	// flush-ops.
 	ReadMerges, WriteMerges, DiscardOps, DiscardMerges, DiscardBytes, FlushOps int64
 }
 

@@ -12,17 +12,20 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/srvlab/rds-csi/internal/routeros"
 )
 
 // Failure reasons the fake prints after "failure: ". Those marked
-// "documented" come from routeros.md; "reported" ones are described there
-// for RDS but not yet seen; the others are the fake's choice for
-// conditions whose device wording is not captured yet.
+// "documented" and "reported" are listed in rdsclient/docs/device.md,
+// "Error texts and their classes" ("reported": described for RDS but not
+// yet seen); the others are the fake's choice for conditions whose device
+// wording is not captured yet ("What rdstest invents").
 const (
 	reasonExists      = "item with this name already exists" // documented: duplicate slot
 	reasonNoSpace     = "not enough space"                   // documented
 	reasonNoSuchItem  = "no such item"                       // documented
-	reasonDiskInUse   = "disk is in use"                     // reported (routeros.md §3.5): /disk remove while an initiator is connected
+	reasonDiskInUse   = "disk is in use"                     // reported (rdsclient/docs/device.md, "Error texts and their classes"): /disk remove while an initiator is connected
 	reasonFileExists  = "file already exists"                // chosen: file-path taken
 	reasonNQNInUse    = "nqn already in use"                 // chosen: duplicate exported NQN
 	reasonBadPath     = "invalid file path"                  // chosen: not under a pool mount point
@@ -110,18 +113,15 @@ func (st *state) hostPath(p string) string {
 }
 
 // poolOf returns the pool a file disk path lives in, or nil when the path
-// is not a clean absolute path strictly below a pool's mount point.
+// is not a valid absolute path (routeros.PoolOf) strictly below the
+// mount point of one of the pools.
 func (st *state) poolOf(filePath string) *pool {
-	if !strings.HasPrefix(filePath, "/") || path.Clean(filePath) != filePath ||
-		strings.ContainsAny(filePath, "\x00\\") {
-		return nil
-	}
-	first, rest, ok := strings.Cut(filePath[1:], "/")
-	if !ok || rest == "" {
+	name, err := routeros.PoolOf(filePath)
+	if err != nil || !strings.Contains(filePath[1:], "/") {
 		return nil
 	}
 	for _, p := range st.pools {
-		if p.name == first {
+		if p.name == name {
 			return p
 		}
 	}
@@ -433,13 +433,15 @@ func (st *state) addForeign(f ForeignDisk) error {
 }
 
 // diskItem returns the properties /disk print shows for d, in the device's
-// order, with the line groups of routeros.md §3.2.
+// order, with the line groups of the capture (rdsclient/docs/device.md,
+// "Output format" and "Wrapping").
 func (st *state) diskItem(d *disk) props {
 	if d.pool != nil {
 		used := st.used(d.pool)
 		free := max(0, d.pool.capacity-used)
 		use := int64(math.Round(float64(used) * 100 / float64(d.pool.capacity)))
-		// Pool entries follow routeros.md §3.7, where slot is unquoted.
+		// Pool entries as rdsclient/docs/device.md, "Output format",
+		// describes them, with slot unquoted.
 		return props{
 			{key: "slot", raw: d.slot, group: true},
 			{key: "type", raw: "partition"},
@@ -500,8 +502,8 @@ func (st *state) diskItem(d *disk) props {
 	return p
 }
 
-// fileItem returns the properties /file print shows, grouped as in
-// routeros.md §3.8.
+// fileItem returns the properties /file print shows, grouped as in the
+// capture (rdsclient/docs/device.md, "Output format").
 func fileItem(e fileEntry) props {
 	p := props{
 		{key: "name", raw: e.name, group: true},
