@@ -66,12 +66,11 @@ func newFakeKernel(t *testing.T, multipath bool) *fakeKernel {
 	return k
 }
 
-func (k *fakeKernel) initiator(o Options) *Initiator {
-	o.SysfsRoot, o.DevRoot, o.Runner = k.sys, k.dev, k.run
-	if o.PollInterval == 0 {
-		o.PollInterval = 5 * time.Millisecond
-	}
-	return New(o)
+// connector returns a TCPConnector on the fake; opts come last and may
+// override the poll interval.
+func (k *fakeKernel) connector(opts ...Option) *TCPConnector {
+	opts = append([]Option{WithSysfsRoot(k.sys), WithDevRoot(k.dev), WithRunner(k.run), withPollInterval(5 * time.Millisecond)}, opts...)
+	return NewTCPConnector(opts...)
 }
 
 func (k *fakeKernel) write(p, content string) {
@@ -206,15 +205,15 @@ func target(nqn string) Target {
 
 func TestConnectNonMultipath(t *testing.T) {
 	k := newFakeKernel(t, false)
-	in := k.initiator(Options{})
+	conn := k.connector()
 	ctx := context.Background()
 
-	if _, err := in.Device(ctx, testNQN); !errors.Is(err, ErrNotConnected) {
+	if _, err := conn.Device(ctx, testNQN); !errors.Is(err, ErrNotConnected) {
 		t.Fatalf("Device before connect: %v, want ErrNotConnected", err)
 	}
 	tg := target(testNQN)
 	tg.CtrlLossTmo, tg.ReconnectDelay, tg.KeepAliveTmo = -1, 2, 5
-	dev, err := in.Connect(ctx, tg)
+	dev, err := conn.Connect(ctx, tg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -226,7 +225,7 @@ func TestConnectNonMultipath(t *testing.T) {
 	if got := k.commands(); !slices.Equal(got, want) {
 		t.Fatalf("commands %q, want %q", got, want)
 	}
-	got, err := in.Device(ctx, testNQN)
+	got, err := conn.Device(ctx, testNQN)
 	if err != nil || got != dev {
 		t.Fatalf("Device = %q, %v; want %q", got, err, dev)
 	}
@@ -234,7 +233,7 @@ func TestConnectNonMultipath(t *testing.T) {
 
 func TestConnectMultipathUsesVisibleHead(t *testing.T) {
 	k := newFakeKernel(t, true)
-	in := k.initiator(Options{})
+	conn := k.connector()
 	ctx := context.Background()
 	// Another subsystem first, so the instance numbers of controller
 	// and subsystem differ for ours.
@@ -243,7 +242,7 @@ func TestConnectMultipathUsesVisibleHead(t *testing.T) {
 	k.nextCtrl = 4
 	k.mu.Unlock()
 
-	dev, err := in.Connect(ctx, target(testNQN))
+	dev, err := conn.Connect(ctx, target(testNQN))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -252,7 +251,7 @@ func TestConnectMultipathUsesVisibleHead(t *testing.T) {
 	if want := filepath.Join(k.dev, "nvme1n1"); dev != want {
 		t.Fatalf("device %s, want %s", dev, want)
 	}
-	other, err := in.Device(ctx, testNQN2)
+	other, err := conn.Device(ctx, testNQN2)
 	if err != nil || other != filepath.Join(k.dev, "nvme0n1") {
 		t.Fatalf("other subsystem device %q, %v", other, err)
 	}
@@ -260,14 +259,14 @@ func TestConnectMultipathUsesVisibleHead(t *testing.T) {
 
 func TestConnectIdempotent(t *testing.T) {
 	k := newFakeKernel(t, false)
-	in := k.initiator(Options{})
+	conn := k.connector()
 	ctx := context.Background()
-	first, err := in.Connect(ctx, target(testNQN))
+	first, err := conn.Connect(ctx, target(testNQN))
 	if err != nil {
 		t.Fatal(err)
 	}
 	k.resetCommands()
-	second, err := in.Connect(ctx, target(testNQN))
+	second, err := conn.Connect(ctx, target(testNQN))
 	if err != nil || second != first {
 		t.Fatalf("second Connect = %q, %v; want %q", second, err, first)
 	}
@@ -278,7 +277,7 @@ func TestConnectIdempotent(t *testing.T) {
 
 func TestConnectWaitsForReconnectingController(t *testing.T) {
 	k := newFakeKernel(t, false)
-	in := k.initiator(Options{})
+	conn := k.connector()
 	k.mu.Lock()
 	k.noDevNode = true
 	k.attach(testNQN, "connecting")
@@ -288,7 +287,7 @@ func TestConnectWaitsForReconnectingController(t *testing.T) {
 	k.timers = append(k.timers, time.AfterFunc(30*time.Millisecond, func() { k.write(filepath.Join(k.dev, "nvme0n1"), "") }))
 	k.mu.Unlock()
 
-	dev, err := in.Connect(context.Background(), target(testNQN))
+	dev, err := conn.Connect(context.Background(), target(testNQN))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -302,11 +301,11 @@ func TestConnectWaitsForReconnectingController(t *testing.T) {
 
 func TestConnectAlreadyConnectedOutputIsSuccess(t *testing.T) {
 	k := newFakeKernel(t, false)
-	in := k.initiator(Options{})
+	conn := k.connector()
 	// The subsystem appears between our sysfs check and the connect:
 	// nvme-cli fails with "already connected", which is success.
 	k.connOut, k.connErr = "already connected\n", errors.New("exit status 1")
-	dev, err := in.Connect(context.Background(), target(testNQN))
+	dev, err := conn.Connect(context.Background(), target(testNQN))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -317,10 +316,10 @@ func TestConnectAlreadyConnectedOutputIsSuccess(t *testing.T) {
 
 func TestConnectFailureIsReported(t *testing.T) {
 	k := newFakeKernel(t, false)
-	in := k.initiator(Options{})
+	conn := k.connector()
 	k.failConn = true
 	k.connOut, k.connErr = "Failed to write to /dev/nvme-fabrics: Connection refused\n", errors.New("exit status 1")
-	_, err := in.Connect(context.Background(), target(testNQN))
+	_, err := conn.Connect(context.Background(), target(testNQN))
 	if !errors.Is(err, ErrCommand) || !strings.Contains(err.Error(), "Connection refused") {
 		t.Fatalf("err = %v, want ErrCommand with output", err)
 	}
@@ -328,9 +327,9 @@ func TestConnectFailureIsReported(t *testing.T) {
 
 func TestConnectDeviceAppearsLate(t *testing.T) {
 	k := newFakeKernel(t, false)
-	in := k.initiator(Options{})
+	conn := k.connector()
 	k.devDelay = 40 * time.Millisecond
-	dev, err := in.Connect(context.Background(), target(testNQN))
+	dev, err := conn.Connect(context.Background(), target(testNQN))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -342,11 +341,11 @@ func TestConnectDeviceAppearsLate(t *testing.T) {
 func TestConnectTimesOutWaitingForDevice(t *testing.T) {
 	k := newFakeKernel(t, false)
 	k.noDevNode = true
-	in := k.initiator(Options{})
+	conn := k.connector()
 	ctx, cancel := context.WithTimeout(context.Background(), 80*time.Millisecond)
 	defer cancel()
 	start := time.Now()
-	_, err := in.Connect(ctx, target(testNQN))
+	_, err := conn.Connect(ctx, target(testNQN))
 	if !errors.Is(err, ErrTimeout) || !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("err = %v, want ErrTimeout wrapping DeadlineExceeded", err)
 	}
@@ -361,8 +360,8 @@ func TestConnectTimesOutWaitingForDevice(t *testing.T) {
 func TestConnectTimeoutOption(t *testing.T) {
 	k := newFakeKernel(t, false)
 	k.noDevNode = true
-	in := k.initiator(Options{ConnectTimeout: 50 * time.Millisecond})
-	_, err := in.Connect(context.Background(), target(testNQN))
+	conn := k.connector(WithTimeouts(50*time.Millisecond, 0))
+	_, err := conn.Connect(context.Background(), target(testNQN))
 	if !errors.Is(err, ErrTimeout) {
 		t.Fatalf("err = %v, want ErrTimeout", err)
 	}
@@ -370,9 +369,9 @@ func TestConnectTimeoutOption(t *testing.T) {
 
 func TestControllerNumberChangesAcrossReconnect(t *testing.T) {
 	k := newFakeKernel(t, false)
-	in := k.initiator(Options{})
+	conn := k.connector()
 	ctx := context.Background()
-	first, err := in.Connect(ctx, target(testNQN))
+	first, err := conn.Connect(ctx, target(testNQN))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -384,7 +383,7 @@ func TestControllerNumberChangesAcrossReconnect(t *testing.T) {
 	k.attach(testNQN, "live")
 	k.mu.Unlock()
 
-	dev, err := in.Device(ctx, testNQN)
+	dev, err := conn.Device(ctx, testNQN)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -394,11 +393,11 @@ func TestControllerNumberChangesAcrossReconnect(t *testing.T) {
 	if _, err := os.Stat(first); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("old device still exists: %v", err)
 	}
-	// Disconnect and connect again through the Initiator: new number again.
-	if err := in.Disconnect(ctx, testNQN); err != nil {
+	// Disconnect and connect again through the connector: new number again.
+	if err := conn.Disconnect(ctx, testNQN); err != nil {
 		t.Fatal(err)
 	}
-	again, err := in.Connect(ctx, target(testNQN))
+	again, err := conn.Connect(ctx, target(testNQN))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -409,25 +408,25 @@ func TestControllerNumberChangesAcrossReconnect(t *testing.T) {
 
 func TestDisconnectWaitsUntilGone(t *testing.T) {
 	k := newFakeKernel(t, true)
-	in := k.initiator(Options{})
+	conn := k.connector()
 	ctx := context.Background()
-	dev, err := in.Connect(ctx, target(testNQN))
+	dev, err := conn.Connect(ctx, target(testNQN))
 	if err != nil {
 		t.Fatal(err)
 	}
 	k.goneDelay = 40 * time.Millisecond
-	if err := in.Disconnect(ctx, testNQN); err != nil {
+	if err := conn.Disconnect(ctx, testNQN); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := os.Stat(dev); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("Disconnect returned while %s still exists (%v)", dev, err)
 	}
-	if _, err := in.Device(ctx, testNQN); !errors.Is(err, ErrNotConnected) {
+	if _, err := conn.Device(ctx, testNQN); !errors.Is(err, ErrNotConnected) {
 		t.Fatalf("Device after disconnect: %v", err)
 	}
 	// Absent: success, and no command is run.
 	k.resetCommands()
-	if err := in.Disconnect(ctx, testNQN); err != nil {
+	if err := conn.Disconnect(ctx, testNQN); err != nil {
 		t.Fatal(err)
 	}
 	if got := k.commands(); len(got) != 0 {
@@ -437,13 +436,13 @@ func TestDisconnectWaitsUntilGone(t *testing.T) {
 
 func TestDisconnectTimesOut(t *testing.T) {
 	k := newFakeKernel(t, false)
-	in := k.initiator(Options{DisconnectTimeout: 60 * time.Millisecond})
+	conn := k.connector(WithTimeouts(0, 60*time.Millisecond))
 	ctx := context.Background()
-	if _, err := in.Connect(ctx, target(testNQN)); err != nil {
+	if _, err := conn.Connect(ctx, target(testNQN)); err != nil {
 		t.Fatal(err)
 	}
 	k.keepAfter = true
-	err := in.Disconnect(ctx, testNQN)
+	err := conn.Disconnect(ctx, testNQN)
 	if !errors.Is(err, ErrTimeout) {
 		t.Fatalf("err = %v, want ErrTimeout", err)
 	}
@@ -451,15 +450,15 @@ func TestDisconnectTimesOut(t *testing.T) {
 
 func TestDisconnectFailureIsReported(t *testing.T) {
 	k := newFakeKernel(t, false)
-	in := k.initiator(Options{})
+	conn := k.connector()
 	ctx := context.Background()
-	if _, err := in.Connect(ctx, target(testNQN)); err != nil {
+	if _, err := conn.Connect(ctx, target(testNQN)); err != nil {
 		t.Fatal(err)
 	}
 	k.keepAfter = true
 	k.disconnErr = errors.New("exit status 1")
 	start := time.Now()
-	err := in.Disconnect(ctx, testNQN)
+	err := conn.Disconnect(ctx, testNQN)
 	if !errors.Is(err, ErrCommand) {
 		t.Fatalf("err = %v, want ErrCommand", err)
 	}
@@ -470,27 +469,27 @@ func TestDisconnectFailureIsReported(t *testing.T) {
 
 func TestForeignNQNNeverTouched(t *testing.T) {
 	k := newFakeKernel(t, false)
-	in := k.initiator(Options{})
+	conn := k.connector()
 	ctx := context.Background()
 	// The host boots from an NVMe-oF volume.
 	k.mu.Lock()
 	k.attach(bootNQN, "live")
 	k.mu.Unlock()
 
-	if err := in.Disconnect(ctx, bootNQN); !errors.Is(err, ErrForeign) {
+	if err := conn.Disconnect(ctx, bootNQN); !errors.Is(err, ErrForeign) {
 		t.Fatalf("Disconnect(boot) = %v, want ErrForeign", err)
 	}
-	if _, err := in.Connect(ctx, target(bootNQN)); !errors.Is(err, ErrForeign) {
+	if _, err := conn.Connect(ctx, target(bootNQN)); !errors.Is(err, ErrForeign) {
 		t.Fatalf("Connect(boot) = %v, want ErrForeign", err)
 	}
-	if _, err := in.Device(ctx, bootNQN); !errors.Is(err, ErrForeign) {
+	if _, err := conn.Device(ctx, bootNQN); !errors.Is(err, ErrForeign) {
 		t.Fatalf("Device(boot) = %v, want ErrForeign", err)
 	}
-	if err := in.Rescan(ctx, bootNQN); !errors.Is(err, ErrForeign) {
+	if err := conn.Rescan(ctx, bootNQN); !errors.Is(err, ErrForeign) {
 		t.Fatalf("Rescan(boot) = %v, want ErrForeign", err)
 	}
 	// A prefix that only looks alike is foreign too.
-	if err := in.Disconnect(ctx, "nqn.2000-02.com.mikrotik:boot-disk"); !errors.Is(err, ErrForeign) {
+	if err := conn.Disconnect(ctx, "nqn.2000-02.com.mikrotik:boot-disk"); !errors.Is(err, ErrForeign) {
 		t.Fatalf("Disconnect(lookalike) = %v, want ErrForeign", err)
 	}
 	if got := k.commands(); len(got) != 0 {
@@ -503,19 +502,19 @@ func TestForeignNQNNeverTouched(t *testing.T) {
 
 func TestCustomPrefix(t *testing.T) {
 	k := newFakeKernel(t, false)
-	in := k.initiator(Options{NQNPrefix: "nqn.2024-01.io.example:vol-"})
+	conn := k.connector(WithNQNPrefix("nqn.2024-01.io.example:vol-"))
 	ctx := context.Background()
-	if _, err := in.Connect(ctx, target(testNQN)); !errors.Is(err, ErrForeign) {
+	if _, err := conn.Connect(ctx, target(testNQN)); !errors.Is(err, ErrForeign) {
 		t.Fatalf("default-prefix NQN under a custom prefix: %v", err)
 	}
-	if _, err := in.Connect(ctx, target("nqn.2024-01.io.example:vol-1")); err != nil {
+	if _, err := conn.Connect(ctx, target("nqn.2024-01.io.example:vol-1")); err != nil {
 		t.Fatal(err)
 	}
 }
 
 func TestInvalidTargetRunsNothing(t *testing.T) {
 	k := newFakeKernel(t, false)
-	in := k.initiator(Options{})
+	conn := k.connector()
 	ctx := context.Background()
 	bad := []Target{
 		{Address: "-oProxyCommand", Port: 4420, NQN: testNQN},
@@ -526,7 +525,7 @@ func TestInvalidTargetRunsNothing(t *testing.T) {
 		{Address: "10.0.0.5", Port: 4420, NQN: testNQN, CtrlLossTmo: -2},
 	}
 	for _, tg := range bad {
-		if _, err := in.Connect(ctx, tg); !errors.Is(err, ErrInvalid) && !errors.Is(err, ErrForeign) {
+		if _, err := conn.Connect(ctx, tg); !errors.Is(err, ErrInvalid) && !errors.Is(err, ErrForeign) {
 			t.Errorf("Connect(%+v) = %v, want ErrInvalid", tg, err)
 		}
 	}
@@ -537,16 +536,16 @@ func TestInvalidTargetRunsNothing(t *testing.T) {
 
 func TestRescan(t *testing.T) {
 	k := newFakeKernel(t, true)
-	in := k.initiator(Options{})
+	conn := k.connector()
 	ctx := context.Background()
-	if err := in.Rescan(ctx, testNQN); !errors.Is(err, ErrNotConnected) {
+	if err := conn.Rescan(ctx, testNQN); !errors.Is(err, ErrNotConnected) {
 		t.Fatalf("Rescan before connect: %v", err)
 	}
-	if _, err := in.Connect(ctx, target(testNQN)); err != nil {
+	if _, err := conn.Connect(ctx, target(testNQN)); err != nil {
 		t.Fatal(err)
 	}
 	k.resetCommands()
-	if err := in.Rescan(ctx, testNQN); err != nil {
+	if err := conn.Rescan(ctx, testNQN); err != nil {
 		t.Fatal(err)
 	}
 	want := []string{"nvme ns-rescan " + filepath.Join(k.dev, "nvme0")}
@@ -557,13 +556,13 @@ func TestRescan(t *testing.T) {
 
 func TestNoNVMeModules(t *testing.T) {
 	// No /sys/class/nvme at all: nothing is connected, not an error.
-	in := New(Options{SysfsRoot: t.TempDir(), DevRoot: t.TempDir(), Runner: func(context.Context, string, ...string) ([]byte, error) {
+	conn := NewTCPConnector(WithSysfsRoot(t.TempDir()), WithDevRoot(t.TempDir()), WithRunner(func(context.Context, string, ...string) ([]byte, error) {
 		return nil, errors.New("must not run")
-	}})
-	if _, err := in.Device(context.Background(), testNQN); !errors.Is(err, ErrNotConnected) {
+	}))
+	if _, err := conn.Device(context.Background(), testNQN); !errors.Is(err, ErrNotConnected) {
 		t.Fatalf("err = %v, want ErrNotConnected", err)
 	}
-	if err := in.Disconnect(context.Background(), testNQN); err != nil {
+	if err := conn.Disconnect(context.Background(), testNQN); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -12,10 +12,10 @@ func FuzzConnectArgs(f *testing.F) {
 	f.Add("rds.example.net", 4420, "nqn.2000-02.com.mikrotik:pvc-x --hostnqn=evil", 0, 0, 0)
 	f.Add("-oProxyCommand=sh", 1, "nqn.2000-02.com.mikrotik:pvc-a", 0, 0, 0)
 	f.Add("fe80::1", 65535, "nqn.2000-02.com.mikrotik:pvc-\n", 600, 10, 30)
-	in := New(Options{})
+	conn := NewTCPConnector()
 	f.Fuzz(func(t *testing.T, addr string, port int, nqn string, loss, delay, keep int) {
 		tg := Target{Address: addr, Port: port, NQN: nqn, CtrlLossTmo: loss, ReconnectDelay: delay, KeepAliveTmo: keep}
-		if in.checkNQN(nqn) != nil || checkTarget(tg) != nil {
+		if conn.checkNQN(nqn) != nil || checkTarget(tg) != nil {
 			return
 		}
 		args := connectArgs(tg)
@@ -34,7 +34,7 @@ func FuzzConnectArgs(f *testing.F) {
 				t.Fatalf("value %q of %s reads as an option", val, flag)
 			}
 		}
-		if !in.Owns(nqn) {
+		if !conn.owns(nqn) {
 			t.Fatalf("foreign nqn %q accepted", nqn)
 		}
 	})
