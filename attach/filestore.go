@@ -12,6 +12,8 @@ import (
 	"path/filepath"
 	"sync"
 	"sync/atomic"
+
+	"github.com/srvlab/rds-csi/internal/durable"
 )
 
 // FileOption configures a FileStore.
@@ -242,12 +244,12 @@ func (s *FileStore) cutDamage(f *os.File, dm damage, size int64) error {
 			"path", s.path, "offset", at, "bytes", size-at, "zero_sector", base+int64(dm.zeroSector),
 			"next_valid", base+int64(dm.next), "valid_records_dropped", dm.records)
 	default:
-		err := s.corruptError(dm)
 		if !s.opts.truncateCorrupt {
-			return err
+			return s.corruptError(dm)
 		}
 		s.opts.logger.Error("attach: truncating corrupt log as asked: valid records after the damage are lost",
-			"path", s.path, "offset", at, "bytes", size-at, "valid_records_dropped", dm.records, "err", err)
+			"path", s.path, "offset", at, "bytes", size-at, "valid_records_dropped", dm.records,
+			"damage", dm.String()+"; the log is cut at the damaged record")
 	}
 	if err := f.Truncate(at); err != nil {
 		return fmt.Errorf("attach: truncate %s at %d: %w", s.path, at, err)
@@ -258,18 +260,25 @@ func (s *FileStore) cutDamage(f *os.File, dm damage, size int64) error {
 	return nil
 }
 
+// corruptError is the error of an open refused for dm: the file is not
+// touched.
 func (s *FileStore) corruptError(dm damage) error {
+	return fmt.Errorf("attach: %s: %s; file left as it is: %w", s.path, dm, ErrCorrupt)
+}
+
+// String says where the damage is and what follows it, in file offsets.
+func (dm damage) String() string {
 	base := len(fileMagic)
 	if dm.next < 0 {
-		return fmt.Errorf("attach: %s: record at offset %d is damaged and the search for valid records after it gave up at offset %d; file left as it is: %w",
-			s.path, base+dm.bad, base+dm.gaveUp, ErrCorrupt)
+		return fmt.Sprintf("record at offset %d is damaged and the search for valid records after it gave up at offset %d",
+			base+dm.bad, base+dm.gaveUp)
 	}
 	count := fmt.Sprint(dm.records)
 	if dm.gaveUp >= 0 {
 		count = "at least " + count
 	}
-	return fmt.Errorf("attach: %s: record at offset %d is damaged but %s valid records follow from offset %d; file left as it is: %w",
-		s.path, base+dm.bad, count, base+dm.next, ErrCorrupt)
+	return fmt.Sprintf("record at offset %d is damaged but %s valid records follow from offset %d",
+		base+dm.bad, count, base+dm.next)
 }
 
 func readAll(f *os.File) ([]byte, error) {
@@ -295,7 +304,10 @@ func (s *FileStore) initFile(f *os.File) error {
 	if err := f.Sync(); err != nil {
 		return fmt.Errorf("attach: sync %s: %w", s.path, err)
 	}
-	return syncDir(filepath.Dir(s.path))
+	if err := durable.SyncDir(filepath.Dir(s.path)); err != nil {
+		return fmt.Errorf("attach: init %s: %w", s.path, err)
+	}
+	return nil
 }
 
 func (s *FileStore) tmpPath() string { return s.path + ".tmp" }
@@ -534,8 +546,8 @@ func (s *FileStore) rewriteLocked(buf []byte) error {
 	s.f.Close()
 	s.f, s.size = f, int64(len(buf))
 	s.compactions.Add(1)
-	if err := syncDir(filepath.Dir(s.path)); err != nil {
-		return s.failLocked(err)
+	if err := durable.SyncDir(filepath.Dir(s.path)); err != nil {
+		return s.failLocked(fmt.Errorf("attach: rewrite log: %w", err))
 	}
 	return nil
 }
@@ -594,21 +606,6 @@ func (s *FileStore) Close() error {
 	}
 	if err != nil {
 		return fmt.Errorf("attach: close store: %w", err)
-	}
-	return nil
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("attach: sync directory: %w", err)
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("attach: sync directory %s: %w", dir, err)
 	}
 	return nil
 }

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/srvlab/rds-csi/internal/keylock"
 )
 
 // Option configures a Manager.
@@ -77,8 +79,7 @@ type Manager struct {
 	done   chan struct{}
 	wake   chan struct{}
 
-	locksMu sync.Mutex
-	locks   map[string]*volumeLock
+	locks keylock.Set // one per volume: orders Attach and Detach
 
 	mu           sync.Mutex // guards the fields below; never held across I/O
 	vols         map[string]*volume
@@ -99,13 +100,6 @@ type volume struct {
 // observer wraps an observer function so that it has an identity to
 // remove by.
 type observer struct{ f func(Event) }
-
-// volumeLock orders calls on one volume; a channel so waiting can be
-// cancelled.
-type volumeLock struct {
-	ch   chan struct{}
-	refs int
-}
 
 // NewManager loads the state from store and returns a Manager that keeps
 // it there. The caller keeps ownership of store and closes it after
@@ -132,7 +126,6 @@ func NewManager(ctx context.Context, store Store, opts ...Option) (*Manager, err
 		grace:        o.grace,
 		done:         make(chan struct{}),
 		wake:         make(chan struct{}, 1),
-		locks:        make(map[string]*volumeLock),
 		missingSince: make(map[string]time.Time),
 	}
 	as, err := store.Load(ctx)
@@ -443,32 +436,14 @@ func (m *Manager) lockVolume(ctx context.Context, id string) (unlock func(), err
 		m.gate.RUnlock()
 		return nil, ErrClosed
 	}
-	m.locksMu.Lock()
-	l := m.locks[id]
-	if l == nil {
-		l = &volumeLock{ch: make(chan struct{}, 1)}
-		m.locks[id] = l
-	}
-	l.refs++
-	m.locksMu.Unlock()
-
-	release := func() {
-		m.locksMu.Lock()
-		if l.refs--; l.refs == 0 {
-			delete(m.locks, id)
-		}
-		m.locksMu.Unlock()
+	release, err := m.locks.Lock(ctx, id)
+	if err != nil {
 		m.gate.RUnlock()
-	}
-	select {
-	case l.ch <- struct{}{}:
-	case <-ctx.Done():
-		release()
-		return nil, ctx.Err()
+		return nil, err
 	}
 	return func() {
-		<-l.ch
 		release()
+		m.gate.RUnlock()
 	}, nil
 }
 

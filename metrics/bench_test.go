@@ -38,11 +38,11 @@ func benchManager(b *testing.B, n int) *attach.Manager {
 	return m
 }
 
-// listCounts is what the callback would cost without attach.Counts: a
-// CountSource that walks List on every collection.
-type listCounts struct{ m *attach.Manager }
+// listCounts is what the callback would cost without attach.Counts: an
+// AttachmentSource that walks List on every collection.
+type listCounts struct{ *attach.Manager }
 
-func (l listCounts) Counts() attach.Counts { return countsFromList(l.m.List(), time.Now()) }
+func (l listCounts) Counts() attach.Counts { return countsFromList(l.List(), time.Now()) }
 
 // BenchmarkCollect measures one collection (ManualReader.Collect) with the
 // attachment gauges over a Manager of 10 or 100000 attachments; list-100000
@@ -59,7 +59,7 @@ func BenchmarkCollect(b *testing.B) {
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			m := benchManager(b, bc.n)
-			var cs CountSource = m
+			var cs AttachmentSource = m
 			if bc.list {
 				cs = listCounts{m}
 			}

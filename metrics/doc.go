@@ -8,12 +8,19 @@
 //
 // Attachment gauges (active NVMe connections, node attachments, running
 // and timed-out migrations) are not counted from events. They are read
-// from a CountSource, normally an *attach.Manager, in a collection
+// from an AttachmentSource, normally an *attach.Manager, in a collection
 // callback, so the first scrape after a controller restart is already
 // right and a gauge cannot drift or go negative. Attachment events
-// (conflicts, finished migrations, reconciles) are counted by
-// AttachObserver; since the recorder is built from the Manager, add it
-// afterwards with Manager.AddObserver.
+// (conflicts, finished migrations, reconciles) are counted from the same
+// source's observer. Construction takes the natural order: the recorder,
+// then the Manager, then one call that registers the gauge callback and
+// the event observer, both undone by Close:
+//
+//	rec, err := metrics.NewOTel(meterProvider)
+//	manager, err := attach.NewManager(ctx, store)
+//	err = rec.ObserveAttachments(manager)
+//
+// A Recorder of your own receives the events through AttachObserver.
 //
 // Through the OpenTelemetry Prometheus exporter with its default
 // translation, and equally when pushed over OTLP to an OpenTelemetry

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
+	"time"
 
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
@@ -12,24 +14,19 @@ import (
 	"github.com/srvlab/rds-csi/metrics"
 )
 
-// fixedCounts stands in for an *attach.Manager.
-type fixedCounts attach.Counts
-
-func (f fixedCounts) Counts() attach.Counts { return attach.Counts(f) }
-
 func ExampleNewOTel() {
 	ctx := context.Background()
 	reader := sdkmetric.NewManualReader()
 	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
 	defer func() { _ = mp.Shutdown(ctx) }()
 
-	// One volume migrating between two nodes, one attached to one node.
-	rec, err := metrics.NewOTel(mp, fixedCounts{Volumes: 2, NodeAttachments: 3, Migrations: 1})
+	rec, err := metrics.NewOTel(mp)
 	if err != nil {
 		fmt.Println(err)
 		return
 	}
 	defer func() { _ = rec.Close() }()
+	rec.RPC(ctx, "CreateVolume", "OK", 40*time.Millisecond)
 
 	var rm metricdata.ResourceMetrics
 	if err := reader.Collect(ctx, &rm); err != nil {
@@ -38,35 +35,38 @@ func ExampleNewOTel() {
 	}
 	for _, sm := range rm.ScopeMetrics {
 		for _, m := range sm.Metrics {
-			if m.Name == "rds_csi.nvme.connections.active" {
-				fmt.Println("connections:", m.Data.(metricdata.Gauge[int64]).DataPoints[0].Value)
+			if m.Name == "rds_csi.volume.operations" {
+				fmt.Println("operations:", m.Data.(metricdata.Sum[int64]).DataPoints[0].Value)
 			}
 		}
 	}
-	// Output: connections: 2
+	// Output: operations: 1
 }
 
-// The recorder takes the Manager as its CountSource, so it is built after
-// the Manager and then added as one of its observers.
-func ExampleAttachObserver() {
+// The recorder comes first, then the Manager, then one call registers the
+// attachment gauges and the event observer; Close undoes both.
+func ExampleOTel_ObserveAttachments() {
 	ctx := context.Background()
 	reader := sdkmetric.NewManualReader()
 	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
 	defer func() { _ = mp.Shutdown(ctx) }()
 
+	rec, err := metrics.NewOTel(mp)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer func() { _ = rec.Close() }()
 	m, err := attach.NewManager(ctx, attach.NewMemStore())
 	if err != nil {
 		fmt.Println(err)
 		return
 	}
 	defer func() { _ = m.Close() }()
-	rec, err := metrics.NewOTel(mp, m)
-	if err != nil {
+	if err := rec.ObserveAttachments(m); err != nil {
 		fmt.Println(err)
 		return
 	}
-	defer func() { _ = rec.Close() }()
-	defer m.AddObserver(metrics.AttachObserver(rec))()
 
 	_ = m.Attach(ctx, attach.Request{VolumeID: "pvc-1", NodeID: "node-a", Mode: attach.Exclusive})
 	err = m.Attach(ctx, attach.Request{VolumeID: "pvc-1", NodeID: "node-b", Mode: attach.Exclusive})
@@ -91,4 +91,32 @@ func ExampleAttachObserver() {
 	// refused: true
 	// conflicts: 1
 	// connections: 1
+}
+
+// conflictLog is a Recorder of one's own: it embeds Noop and keeps what
+// it needs.
+type conflictLog struct {
+	metrics.Noop
+	n atomic.Int64
+}
+
+func (c *conflictLog) AttachmentConflict(context.Context) { c.n.Add(1) }
+
+// A Recorder other than OTel receives attachment events through
+// AttachObserver.
+func ExampleAttachObserver() {
+	ctx := context.Background()
+	m, err := attach.NewManager(ctx, attach.NewMemStore())
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer func() { _ = m.Close() }()
+	rec := &conflictLog{}
+	defer m.AddObserver(metrics.AttachObserver(rec))()
+
+	_ = m.Attach(ctx, attach.Request{VolumeID: "pvc-1", NodeID: "node-a", Mode: attach.Exclusive})
+	_ = m.Attach(ctx, attach.Request{VolumeID: "pvc-1", NodeID: "node-b", Mode: attach.Exclusive})
+	fmt.Println("conflicts:", rec.n.Load())
+	// Output: conflicts: 1
 }

@@ -13,12 +13,49 @@ import (
 	"github.com/srvlab/rds-csi/attach"
 )
 
-// settableCounts is a CountSource whose counts a test sets; it counts how
-// often Counts is called.
+// settableCounts is an AttachmentSource whose counts a test sets; it
+// counts how often Counts is called and emits events to its observers.
 type settableCounts struct {
-	mu    sync.Mutex
-	c     attach.Counts
-	calls atomic.Int64
+	mu        sync.Mutex
+	c         attach.Counts
+	calls     atomic.Int64
+	observers map[int]func(attach.Event)
+	next      int
+}
+
+func (s *settableCounts) AddObserver(f func(attach.Event)) (remove func()) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.observers == nil {
+		s.observers = map[int]func(attach.Event){}
+	}
+	id := s.next
+	s.next++
+	s.observers[id] = f
+	return func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		delete(s.observers, id)
+	}
+}
+
+// emit hands e to every observer.
+func (s *settableCounts) emit(e attach.Event) {
+	s.mu.Lock()
+	obs := make([]func(attach.Event), 0, len(s.observers))
+	for _, f := range s.observers {
+		obs = append(obs, f)
+	}
+	s.mu.Unlock()
+	for _, f := range obs {
+		f(e)
+	}
+}
+
+func (s *settableCounts) observerCount() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.observers)
 }
 
 func (s *settableCounts) Counts() attach.Counts {
@@ -48,13 +85,20 @@ func newReader(t testing.TB) (*sdkmetric.ManualReader, *sdkmetric.MeterProvider)
 	return r, mp
 }
 
-func newOTel(t testing.TB, mp *sdkmetric.MeterProvider, cs CountSource, opts ...Option) *OTel {
+// newOTel builds an OTel closed at the end of the test and, when src is
+// not nil, observing src.
+func newOTel(t testing.TB, mp *sdkmetric.MeterProvider, src AttachmentSource, opts ...Option) *OTel {
 	t.Helper()
-	o, err := NewOTel(mp, cs, opts...)
+	o, err := NewOTel(mp, opts...)
 	if err != nil {
 		t.Fatalf("NewOTel: %v", err)
 	}
 	t.Cleanup(func() { _ = o.Close() })
+	if src != nil {
+		if err := o.ObserveAttachments(src); err != nil {
+			t.Fatalf("ObserveAttachments: %v", err)
+		}
+	}
 	return o
 }
 

@@ -52,8 +52,7 @@ func TestGaugesMatchManagerUnderRandomOps(t *testing.T) {
 
 	r, mp := newReader(t)
 	m := newManager(t, attach.NewMemStore())
-	o := newOTel(t, mp, m)
-	defer m.AddObserver(AttachObserver(o))()
+	newOTel(t, mp, m)
 	ctx := context.Background()
 
 	const volumes, nodes, steps = 12, 4, 600
@@ -106,8 +105,7 @@ func TestGaugesMatchManagerUnderRandomOps(t *testing.T) {
 func TestMigratingVolumeGauges(t *testing.T) {
 	r, mp := newReader(t)
 	m := newManager(t, attach.NewMemStore())
-	o := newOTel(t, mp, m)
-	defer m.AddObserver(AttachObserver(o))()
+	newOTel(t, mp, m)
 	ctx := context.Background()
 
 	req := attach.Request{VolumeID: "pvc-a", NodeID: "node-1", Mode: attach.Migratable, MigrationTimeout: time.Hour}
@@ -143,8 +141,7 @@ func TestTimedOutMigrationGauge(t *testing.T) {
 	clock := &fakeClock{}
 	clock.set(time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC))
 	m := newManager(t, attach.NewMemStore(), attach.WithClock(clock.now))
-	o := newOTel(t, mp, m)
-	defer m.AddObserver(AttachObserver(o))()
+	newOTel(t, mp, m)
 
 	req := attach.Request{VolumeID: "pvc-t", NodeID: "node-1", Mode: attach.Migratable, MigrationTimeout: time.Minute}
 	mustAttach(t, m, req)
@@ -211,8 +208,7 @@ func mustAttach(t testing.TB, m *attach.Manager, req attach.Request) {
 func TestConcurrentManagerAndCollections(t *testing.T) {
 	r, mp := newReader(t)
 	m := newManager(t, attach.NewMemStore())
-	o := newOTel(t, mp, m)
-	defer m.AddObserver(AttachObserver(o))()
+	newOTel(t, mp, m)
 	ctx := context.Background()
 
 	const workers, steps = 6, 150

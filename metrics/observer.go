@@ -10,10 +10,9 @@ import (
 // attach.WithObserver) that reports attachment events to r: refusals as
 // AttachmentConflict, migrations as Migration ("started", then exactly one
 // of "success" or "timeout") and nodes cleared by reconciliation as
-// Reconcile("cleared", 1). Attaches and detaches are not reported: the
-// gauges read them from the Manager. The recorder usually reads the
-// Manager's counts, so it is built after the Manager and added with
-// AddObserver; see the example.
+// Reconcile("cleared", 1). Attaches and detaches are not reported: gauges
+// read them from the Manager. OTel.ObserveAttachments adds it for OTel;
+// use it directly with a Recorder of your own.
 func AttachObserver(r Recorder) func(attach.Event) {
 	if r == nil {
 		r = Noop{}

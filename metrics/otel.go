@@ -57,15 +57,21 @@ var defaultBuckets = []float64{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5,
 
 // Sentinel errors.
 var (
-	// ErrInvalid: a nil MeterProvider or bad bucket boundaries.
+	// ErrInvalid: a nil MeterProvider or AttachmentSource, bad bucket
+	// boundaries, or a second ObserveAttachments.
 	ErrInvalid = errors.New("metrics: invalid argument")
+	// ErrClosed: ObserveAttachments after Close.
+	ErrClosed = errors.New("metrics: recorder closed")
 )
 
-// CountSource reports the current attachment counts. *attach.Manager
-// satisfies it. Counts is called from collection callbacks, so it must be
-// O(1) and must not block.
-type CountSource interface {
+// AttachmentSource is what OTel.ObserveAttachments reads attachments
+// from; *attach.Manager satisfies it. Counts is called from collection
+// callbacks, so it must be O(1) and must not block. AddObserver adds a
+// function that receives every attachment event and returns a function
+// that removes it again.
+type AttachmentSource interface {
 	Counts() attach.Counts
+	AddObserver(f func(attach.Event)) (remove func())
 }
 
 // Option tunes an OTel recorder.
@@ -95,15 +101,18 @@ func WithDurationBuckets(bounds ...float64) Option {
 
 // OTel is a Recorder that reports through OpenTelemetry instruments. It
 // never builds a MeterProvider or picks an exporter: the caller wires
-// those. Attachment gauges are computed at collection time from a
-// CountSource, so they are right from the first collection after a
-// restart. It is safe for concurrent use and starts no goroutines.
+// those. Attachment gauges are computed at collection time from the
+// AttachmentSource given to ObserveAttachments, so they are right from the
+// first collection after a restart. It is safe for concurrent use and
+// starts no goroutines.
 type OTel struct {
-	counts CountSource
+	meter metric.Meter
 
 	closed  atomic.Bool
-	closeMu sync.Mutex
-	reg     metric.Registration // nil without a CountSource or once closed
+	mu      sync.Mutex          // guards the fields below
+	reg     metric.Registration // gauge callback; nil until ObserveAttachments, and once closed
+	remove  func()              // removes the event observer; nil likewise
+	watched bool                // ObserveAttachments succeeded once
 
 	// Observable gauges.
 	volumes         metric.Int64ObservableGauge
@@ -135,10 +144,10 @@ type OTel struct {
 var _ Recorder = (*OTel)(nil)
 
 // NewOTel creates the instruments on a meter named MeterName, versioned
-// with this module's version from the binary's build info, from mp. With
-// a nil counts there are no attachment gauges. Call Close to unregister
-// the gauge callback.
-func NewOTel(mp metric.MeterProvider, counts CountSource, opts ...Option) (*OTel, error) {
+// with this module's version from the binary's build info, from mp. The
+// attachment gauges report nothing until ObserveAttachments. Call Close
+// when done.
+func NewOTel(mp metric.MeterProvider, opts ...Option) (*OTel, error) {
 	if mp == nil {
 		return nil, fmt.Errorf("metrics: nil MeterProvider: %w", ErrInvalid)
 	}
@@ -154,7 +163,6 @@ func NewOTel(mp metric.MeterProvider, counts CountSource, opts ...Option) (*OTel
 	}
 	lg := cfg.logger
 	o := &OTel{
-		counts:          counts,
 		method:          fixedLabel(lg, "operation", csiMethods),
 		code:            fixedLabel(lg, "status", grpcCodes),
 		command:         openLabel(lg, "command", maxCommands, validCommand),
@@ -167,8 +175,8 @@ func NewOTel(mp metric.MeterProvider, counts CountSource, opts ...Option) (*OTel
 		reconcileAction: fixedLabel(lg, "action", reconcileActions),
 		migrationResult: fixedLabel(lg, "result", migrationResults),
 	}
-	m := mp.Meter(MeterName, metric.WithInstrumentationVersion(moduleVersion()))
-	b := builder{m: m, buckets: metric.WithExplicitBucketBoundaries(cfg.buckets...)}
+	o.meter = mp.Meter(MeterName, metric.WithInstrumentationVersion(moduleVersion()))
+	b := builder{m: o.meter, buckets: metric.WithExplicitBucketBoundaries(cfg.buckets...)}
 
 	// Instrument names are chosen so that the Prometheus exporter's default
 	// translation (dots to underscores, "_seconds" for unit "s", "_total"
@@ -201,27 +209,48 @@ func NewOTel(mp metric.MeterProvider, counts CountSource, opts ...Option) (*OTel
 	o.migrationResults = b.counter("rds_csi.migration.migrations", "{migration}",
 		"Finished live migrations, by result (success or timeout).")
 
-	if counts != nil {
-		o.volumes = b.observable("rds_csi.nvme.connections.active", "{volume}",
-			"Volumes attached to at least one node; a migrating volume counts once.")
-		o.nodeAttachments = b.observable("rds_csi.attachment.node_attachments.active", "{attachment}",
-			"Volume-node attachments; a migrating volume counts twice.")
-		o.migrations = b.observable("rds_csi.migration.active_migrations", "{migration}",
-			"Volumes attached to two nodes by a running live migration.")
-		o.timedOut = b.observable("rds_csi.migration.timed_out_migrations", "{migration}",
-			"Running live migrations past their timeout.")
-	}
+	o.volumes = b.observable("rds_csi.nvme.connections.active", "{volume}",
+		"Volumes attached to at least one node; a migrating volume counts once.")
+	o.nodeAttachments = b.observable("rds_csi.attachment.node_attachments.active", "{attachment}",
+		"Volume-node attachments; a migrating volume counts twice.")
+	o.migrations = b.observable("rds_csi.migration.active_migrations", "{migration}",
+		"Volumes attached to two nodes by a running live migration.")
+	o.timedOut = b.observable("rds_csi.migration.timed_out_migrations", "{migration}",
+		"Running live migrations past their timeout.")
 	if b.err != nil {
 		return nil, b.err
 	}
-	if counts != nil {
-		reg, err := m.RegisterCallback(o.observe, o.volumes, o.nodeAttachments, o.migrations, o.timedOut)
-		if err != nil {
-			return nil, fmt.Errorf("metrics: register callback: %w", err)
-		}
-		o.reg = reg
-	}
 	return o, nil
+}
+
+// ObserveAttachments makes o report the attachments of src: the gauges
+// (active connections, node attachments, running and timed-out
+// migrations) read src.Counts at each collection, and an observer added
+// to src counts its events as AttachObserver does (conflicts, finished
+// migrations, nodes cleared by reconciliation). Build the recorder, then
+// the Manager, then call this: NewManager fires no events, so nothing is
+// missed. Close undoes both. A second call fails with ErrInvalid, a call
+// after Close with ErrClosed.
+func (o *OTel) ObserveAttachments(src AttachmentSource) error {
+	if src == nil {
+		return fmt.Errorf("metrics: nil AttachmentSource: %w", ErrInvalid)
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	switch {
+	case o.closed.Load():
+		return ErrClosed
+	case o.watched:
+		return fmt.Errorf("metrics: attachments are already observed: %w", ErrInvalid)
+	}
+	reg, err := o.meter.RegisterCallback(func(ctx context.Context, ob metric.Observer) error {
+		return o.observe(ctx, ob, src)
+	}, o.volumes, o.nodeAttachments, o.migrations, o.timedOut)
+	if err != nil {
+		return fmt.Errorf("metrics: register callback: %w", err)
+	}
+	o.reg, o.remove, o.watched = reg, src.AddObserver(AttachObserver(o)), true
+	return nil
 }
 
 func checkBuckets(b []float64) error {
@@ -274,15 +303,15 @@ func (b *builder) observable(name, unit, help string) metric.Int64ObservableGaug
 }
 
 // observe is the collection callback: one O(1) Counts call, no locks held
-// here beyond what the CountSource takes.
-func (o *OTel) observe(ctx context.Context, ob metric.Observer) error {
+// here beyond what src takes.
+func (o *OTel) observe(ctx context.Context, ob metric.Observer, src AttachmentSource) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
 	if o.closed.Load() {
 		return nil
 	}
-	c := o.counts.Counts()
+	c := src.Counts()
 	ob.ObserveInt64(o.volumes, nonNegative(c.Volumes))
 	ob.ObserveInt64(o.nodeAttachments, nonNegative(c.NodeAttachments))
 	ob.ObserveInt64(o.migrations, nonNegative(c.Migrations))
@@ -290,7 +319,7 @@ func (o *OTel) observe(ctx context.Context, ob metric.Observer) error {
 	return nil
 }
 
-// nonNegative guards the gauges against a buggy CountSource: a negative
+// nonNegative guards the gauges against a buggy AttachmentSource: a negative
 // attachment count is never a truth worth exporting.
 func nonNegative(n int) int64 {
 	if n < 0 {
@@ -299,13 +328,18 @@ func nonNegative(n int) int64 {
 	return int64(n)
 }
 
-// Close unregisters the gauge callback. Once it returns, the callback never
-// runs again, the attachment gauges vanish from later collections and the
+// Close undoes ObserveAttachments: it unregisters the gauge callback and
+// removes the event observer. Once it returns, the callback never runs
+// again, the attachment gauges vanish from later collections and the
 // recording methods do nothing. Close is idempotent.
 func (o *OTel) Close() error {
 	o.closed.Store(true)
-	o.closeMu.Lock()
-	defer o.closeMu.Unlock()
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.remove != nil {
+		o.remove()
+		o.remove = nil
+	}
 	if o.reg == nil {
 		return nil
 	}

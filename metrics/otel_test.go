@@ -20,17 +20,17 @@ import (
 
 func TestNewOTelInvalid(t *testing.T) {
 	_, mp := newReader(t)
-	if _, err := NewOTel(nil, nil); !errors.Is(err, ErrInvalid) {
+	if _, err := NewOTel(nil); !errors.Is(err, ErrInvalid) {
 		t.Errorf("nil MeterProvider: err %v, want ErrInvalid", err)
 	}
 	for _, b := range [][]float64{{1, 1}, {2, 1}, {0, math.NaN()}, {math.Inf(1)}} {
-		if _, err := NewOTel(mp, nil, WithDurationBuckets(b...)); !errors.Is(err, ErrInvalid) {
+		if _, err := NewOTel(mp, WithDurationBuckets(b...)); !errors.Is(err, ErrInvalid) {
 			t.Errorf("buckets %v: err %v, want ErrInvalid", b, err)
 		}
 	}
 }
 
-func TestGaugesFollowCountSource(t *testing.T) {
+func TestGaugesFollowAttachmentSource(t *testing.T) {
 	r, mp := newReader(t)
 	cs := &settableCounts{}
 	newOTel(t, mp, cs)
@@ -53,14 +53,14 @@ func TestGaugesFollowCountSource(t *testing.T) {
 	}
 }
 
-func TestNilCountSourceHasNoGauges(t *testing.T) {
+func TestNoGaugesBeforeObserveAttachments(t *testing.T) {
 	r, mp := newReader(t)
 	o := newOTel(t, mp, nil)
 	o.StaleMount(context.Background())
 	c := collect(t, r)
 	for _, name := range []string{instVolumes, instNodeAttachments, instMigrations, instTimedOut} {
 		if _, ok := c[name]; ok {
-			t.Errorf("%s present without a CountSource", name)
+			t.Errorf("%s present before ObserveAttachments", name)
 		}
 	}
 	if got := c.points(t, "rds_csi.stale_mounts.detected"); got[""] != 1 {
@@ -71,6 +71,56 @@ func TestNilCountSourceHasNoGauges(t *testing.T) {
 	}
 }
 
+// TestObserveAttachments: one call registers the gauges and the event
+// observer, a second call and a call after Close are refused, and Close
+// removes both.
+func TestObserveAttachments(t *testing.T) {
+	r, mp := newReader(t)
+	src := &settableCounts{}
+	src.set(attach.Counts{Volumes: 1, NodeAttachments: 1})
+	o := newOTel(t, mp, nil)
+	if err := o.ObserveAttachments(nil); !errors.Is(err, ErrInvalid) {
+		t.Errorf("nil source: err %v, want ErrInvalid", err)
+	}
+	if err := o.ObserveAttachments(src); err != nil {
+		t.Fatalf("ObserveAttachments: %v", err)
+	}
+	if err := o.ObserveAttachments(src); !errors.Is(err, ErrInvalid) {
+		t.Errorf("second call: err %v, want ErrInvalid", err)
+	}
+	if err := o.ObserveAttachments(&settableCounts{}); !errors.Is(err, ErrInvalid) {
+		t.Errorf("second source: err %v, want ErrInvalid", err)
+	}
+	if n := src.observerCount(); n != 1 {
+		t.Fatalf("%d observers added, want 1", n)
+	}
+	src.emit(attach.Event{Kind: attach.EventConflict})
+	src.emit(attach.Event{Kind: attach.EventMigrationTimedOut})
+	c := collect(t, r)
+	if got := c.gauges(t); got.Volumes != 1 {
+		t.Errorf("volumes gauge %d, want 1", got.Volumes)
+	}
+	if got := c.points(t, "rds_csi.attachment.conflicts"); got[""] != 1 {
+		t.Errorf("conflicts %v, want 1", got)
+	}
+	if got := c.points(t, "rds_csi.migration.migrations"); got["result=timeout"] != 1 {
+		t.Errorf("migrations %v, want one timeout", got)
+	}
+
+	if err := o.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	if n := src.observerCount(); n != 0 {
+		t.Errorf("%d observers left after Close", n)
+	}
+	if err := o.ObserveAttachments(src); !errors.Is(err, ErrClosed) {
+		t.Errorf("after Close: err %v, want ErrClosed", err)
+	}
+	if _, ok := collect(t, r)[instVolumes]; ok {
+		t.Error("gauges still collected after Close")
+	}
+}
+
 func TestCallbackHonoursContext(t *testing.T) {
 	_, mp := newReader(t)
 	cs := &settableCounts{}
@@ -78,7 +128,7 @@ func TestCallbackHonoursContext(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	// The observer is never touched when ctx is done.
-	if err := o.observe(ctx, nil); !errors.Is(err, context.Canceled) {
+	if err := o.observe(ctx, nil, cs); !errors.Is(err, context.Canceled) {
 		t.Errorf("observe with done ctx: %v, want context.Canceled", err)
 	}
 	if n := cs.calls.Load(); n != 0 {

@@ -13,7 +13,7 @@ import (
 // TestFirstCollectionAfterRestart: gauges come from durable state, so a
 // fresh process (new Manager, new MeterProvider) is right at once.
 func TestFirstCollectionAfterRestart(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "attachments.json")
+	path := filepath.Join(t.TempDir(), "attachments.log")
 	ctx := context.Background()
 	const n = 25
 
