@@ -21,7 +21,7 @@ func ExampleAccount() {
 		{ContainerHierarchyTexts: []string{"Node Service"}, LeafNodeText: "should expand", State: types.SpecStateSkipped,
 			Failure: types.Failure{Message: "EXPAND_VOLUME not advertised"}},
 	}
-	a := sanitytest.Account(reports, expected, false)
+	a := sanitytest.Account(reports, expected)
 	fmt.Println(a.States)
 	fmt.Println(a.Skipped)
 	for _, p := range a.Problems {

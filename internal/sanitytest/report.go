@@ -25,9 +25,9 @@ const knownPending = "pagination should detect volumes added between pages"
 // Run runs every spec registered in this process (with
 // sanity.GinkgoTest) in one RunSpecs, for at most timeout, and returns
 // their reports. When nodeSkip is not "", the Node Service specs, which
-// stage and mount, are skipped for that reason; controller specs use the
-// node only for NodeGetInfo, which works without devices. Call Claim
-// first.
+// stage and mount, are skipped for that reason (judge the node part of
+// Split in a subtest skipped with it); controller specs use the node only
+// for NodeGetInfo, which works without devices. Call Claim first.
 func Run(t ginkgo.GinkgoTestingT, description, nodeSkip string, timeout time.Duration) []types.SpecReport {
 	var (
 		mu      sync.Mutex
@@ -72,10 +72,9 @@ type Accounting struct {
 	States map[string]int
 }
 
-// Account matches reports against expected (ExpectedSkips). With
-// nodeSkipped, skipped Node Service specs are accounted for by Run's
-// nodeSkip reason rather than by the list.
-func Account(reports []types.SpecReport, expected map[string]string, nodeSkipped bool) Accounting {
+// Account matches reports against expected, a list of skips keyed by a
+// substring of the spec's full text (see Part).
+func Account(reports []types.SpecReport, expected map[string]string) Accounting {
 	a := Accounting{Skipped: map[string]int{}, States: map[string]int{}}
 	for _, r := range reports {
 		name := r.FullText()
@@ -87,9 +86,6 @@ func Account(reports []types.SpecReport, expected map[string]string, nodeSkipped
 				a.Problems = append(a.Problems, "pending spec: "+name)
 			}
 		case types.SpecStateSkipped:
-			if nodeSkipped && strings.Contains(name, nodeService) {
-				continue
-			}
 			key := ""
 			for k := range expected {
 				// The longest match, so that the choice does not
@@ -115,21 +111,50 @@ func Account(reports []types.SpecReport, expected map[string]string, nodeSkipped
 	return a
 }
 
-// Check accounts for every spec of a run (see Account) against
-// ExpectedSkips, fails t for each problem, and logs each expected skip
-// with its count and reason.
-func Check(t testing.TB, reports []types.SpecReport, nodeSkipped bool) Accounting {
+// Part is a share of a csi-sanity run that is judged on its own: the
+// controller part (Controller, Identity and the other non-node specs),
+// which needs no devices and always runs, or the node part (Node Service
+// specs), which stages on loop devices and runs only where it can. Judging
+// them apart lets a test skip the node part, with the reason, without
+// loosening the check of the controller part.
+type Part struct {
+	Reports  []types.SpecReport
+	Expected map[string]string // the skips expected in this part, with the reason
+}
+
+// Split divides the reports of one run into its controller and node
+// parts, each with its own share of the expected skips: the skips that
+// depend on the node's capabilities are expected only in the node part.
+// The maps are the caller's.
+func Split(reports []types.SpecReport) (controller, node Part) {
+	controller.Expected = maps.Clone(controllerSkips)
+	node.Expected = maps.Clone(nodeSkips)
+	for _, r := range reports {
+		if strings.Contains(r.FullText(), nodeService) {
+			node.Reports = append(node.Reports, r)
+		} else {
+			controller.Reports = append(controller.Reports, r)
+		}
+	}
+	return controller, node
+}
+
+// Check fails t for every problem Account finds in the part: a failed or
+// pending spec, a skip not in Expected, an entry of Expected that skipped
+// nothing. A part without specs fails too, for it proves nothing. It logs
+// each expected skip with its count and reason, and the specs by state.
+func (p Part) Check(t testing.TB) Accounting {
 	t.Helper()
-	expected := ExpectedSkips(!nodeSkipped)
-	a := Account(reports, expected, nodeSkipped)
-	for _, p := range a.Problems {
-		t.Error(p)
+	a := Account(p.Reports, p.Expected)
+	for _, prob := range a.Problems {
+		t.Error(prob)
 	}
-	for _, k := range slices.Sorted(maps.Keys(expected)) {
-		t.Logf("skipped %2d x %q: %s", a.Skipped[k], k, expected[k])
+	for _, k := range slices.Sorted(maps.Keys(p.Expected)) {
+		t.Logf("skipped %2d x %q: %s", a.Skipped[k], k, p.Expected[k])
 	}
-	if len(reports) == 0 {
-		t.Error("csi-sanity ran no spec")
+	if len(p.Reports) == 0 {
+		t.Error("csi-sanity ran no spec of this part")
 	}
+	t.Logf("csi-sanity specs: %v", a.States)
 	return a
 }

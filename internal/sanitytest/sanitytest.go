@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"flag"
 	"fmt"
-	"maps"
 	"os"
 	"os/exec"
 	"sync/atomic"
@@ -18,8 +17,10 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 )
 
-// controllerSkips are the specs csi-sanity skips from the capabilities the
-// controller and identity services advertise, with the reason.
+// controllerSkips are the specs of the controller part (see Split) that
+// csi-sanity skips from the capabilities the controller and identity
+// services advertise, keyed by a substring of the spec's full text, with
+// the reason.
 var controllerSkips = map[string]string{
 	"should fail when the volume is already published but is incompatible":    "PUBLISH_READONLY is not advertised: the attachment store does not record a readonly flag per node, so it could not be compared on retries or after a restart; a readonly ControllerPublishVolume is refused (InvalidArgument) and NodePublishVolume enforces readonly mounts",
 	"should create volume with a volume attribute class":                      "MODIFY_VOLUME: RDS file disks have no mutable parameters",
@@ -29,22 +30,11 @@ var controllerSkips = map[string]string{
 	"GroupController Service":                                                 "no GroupController service: RouterOS has no consistent multi-disk copy",
 }
 
-// nodeSkips are added when the Node service specs really run; they
-// depend on the node's advertised capabilities.
+// nodeSkips are the specs of the node part (see Split) that csi-sanity
+// skips from the node's advertised capabilities, with the reason; they
+// are expected only when the Node Service specs really run.
 var nodeSkips = map[string]string{
 	"NodeGetStorageHealth": "the node does not advertise GET_STORAGE_HEALTH",
-}
-
-// ExpectedSkips returns the specs csi-sanity is expected to skip for
-// rds-csi, keyed by a substring of the spec's full text, with the reason.
-// withNode adds those that depend on the node's capabilities; leave it
-// false when the Node Service specs do not run. The map is the caller's.
-func ExpectedSkips(withNode bool) map[string]string {
-	m := maps.Clone(controllerSkips)
-	if withNode {
-		maps.Copy(m, nodeSkips)
-	}
-	return m
 }
 
 // ran is set by the first Claim of the process.
