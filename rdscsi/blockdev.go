@@ -5,7 +5,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -81,10 +80,9 @@ func blockSize(p string) (int64, error) {
 }
 
 func fdBlockSize(f *os.File) (int64, error) {
-	var size uint64
-	_, _, errno := unix.Syscall(unix.SYS_IOCTL, f.Fd(), unix.BLKGETSIZE64, uintptr(unsafe.Pointer(&size)))
-	if errno != 0 {
-		return 0, errorf(ErrDeviceNotReady, "size of %s: %v", f.Name(), errno)
+	size, err := unix.IoctlGetUint64(int(f.Fd()), unix.BLKGETSIZE64)
+	if err != nil {
+		return 0, errorf(ErrDeviceNotReady, "size of %s: %v", f.Name(), err)
 	}
 	return int64(size), nil
 }

@@ -2,13 +2,12 @@ package rdscsi
 
 import (
 	"context"
-	"log/slog"
 	"time"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
 	"google.golang.org/grpc"
 
-	"github.com/srvlab/rds-csi/metrics"
+	"github.com/srvlab/rds-csi/internal/keylock"
 	"github.com/srvlab/rds-csi/rdsclient"
 )
 
@@ -16,102 +15,61 @@ import (
 // capacity.
 const DefaultVolumeSize = 1 << 30
 
-// ControllerOption configures a ControllerServer.
-type ControllerOption func(*controllerOptions)
+// ControllerOption configures a ControllerServer: the options below, and
+// the ServerOptions it shares with NodeServer (WithLogger, WithRecorder,
+// WithTopology, WithMaxVolumesPerNode).
+type ControllerOption interface {
+	applyController(*controllerOptions)
+}
+
+type controllerOption func(*controllerOptions)
+
+func (f controllerOption) applyController(o *controllerOptions) { f(o) }
 
 type controllerOptions struct {
-	logger      *slog.Logger
-	recorder    metrics.Recorder
+	serverOptions
 	volumePath  string
 	nvmeAddress string
 	nvmePort    int
 	defaultSize int64
 	nodeLookup  NodeLookup
-	maxPerNode  int
-	topology    map[string]string
 	now         func() time.Time
-}
-
-// WithLogger sets the logger of a ControllerServer. The default discards.
-func WithLogger(l *slog.Logger) ControllerOption {
-	return func(o *controllerOptions) {
-		if l != nil {
-			o.logger = l
-		}
-	}
-}
-
-// WithRecorder sets where a ControllerServer reports the attachments it
-// refuses itself (a node asking again with another access mode). Refusals
-// by the Attachments are reported through their own observer. The
-// default is metrics.Noop.
-func WithRecorder(r metrics.Recorder) ControllerOption {
-	return func(o *controllerOptions) {
-		if r != nil {
-			o.recorder = r
-		}
-	}
 }
 
 // WithVolumePath sets the directory for backing files when a StorageClass
 // sets no volumePath, e.g. "/storage-pool/k8s".
 func WithVolumePath(dir string) ControllerOption {
-	return func(o *controllerOptions) { o.volumePath = dir }
+	return controllerOption(func(o *controllerOptions) { o.volumePath = dir })
 }
 
 // WithNVMeAddress sets the NVMe/TCP address of the RDS when a StorageClass
 // sets no nvmeAddress.
 func WithNVMeAddress(addr string) ControllerOption {
-	return func(o *controllerOptions) { o.nvmeAddress = addr }
+	return controllerOption(func(o *controllerOptions) { o.nvmeAddress = addr })
 }
 
 // WithNVMePort sets the NVMe/TCP port when a StorageClass sets no
 // nvmePort. The default is DefaultNVMePort.
 func WithNVMePort(port int) ControllerOption {
-	return func(o *controllerOptions) { o.nvmePort = port }
+	return controllerOption(func(o *controllerOptions) { o.nvmePort = port })
 }
 
 // WithDefaultVolumeSize sets the size of volumes requested without a
 // capacity. The default is DefaultVolumeSize; it is rounded up to a MiB.
 func WithDefaultVolumeSize(n int64) ControllerOption {
-	return func(o *controllerOptions) { o.defaultSize = n }
+	return controllerOption(func(o *controllerOptions) { o.defaultSize = n })
 }
 
 // WithNodeLookup sets how ControllerPublishVolume checks that a node
-// exists. The default accepts every node.
+// exists. The default accepts every node; nil is refused.
 func WithNodeLookup(f NodeLookup) ControllerOption {
-	return func(o *controllerOptions) { o.nodeLookup = f }
+	return controllerOption(func(o *controllerOptions) { o.nodeLookup = f })
 }
 
-// WithMaxVolumesPerNode makes ControllerPublishVolume refuse, with
-// ResourceExhausted, to publish a volume to a node that already has n
-// volumes published (0, the default, sets no limit). Set it to the
-// max_volumes_per_node the nodes report (WithMaxVolumes), so that the limit
-// holds even for a CO that does not enforce it. The Attachments must then
-// implement NodeAttachments, as *attach.Manager does.
-func WithMaxVolumesPerNode(n int) ControllerOption {
-	return func(o *controllerOptions) { o.maxPerNode = n }
-}
-
-// WithAccessibleTopology declares the topology segments from which the
-// RDS is reachable. Volumes then carry it as their accessible topology,
-// and requests requiring other segments fail.
-func WithAccessibleTopology(segments map[string]string) ControllerOption {
-	return func(o *controllerOptions) {
-		o.topology = make(map[string]string, len(segments))
-		for k, v := range segments {
-			o.topology[k] = v
-		}
-	}
-}
-
-// WithClock sets the clock that stamps snapshot creation times.
+// WithClock sets the clock that stamps snapshot creation times. The
+// default is time.Now; nil is refused.
 func WithClock(now func() time.Time) ControllerOption {
-	return func(o *controllerOptions) {
-		if now != nil {
-			o.now = now
-		}
-	}
+	return controllerOption(func(o *controllerOptions) { o.now = now })
 }
 
 // ControllerServer is the CSI Controller service. It keeps no volume
@@ -127,7 +85,7 @@ type ControllerServer struct {
 	opts        controllerOptions
 	// nodeLocks orders the count-then-attach of publishes to one node
 	// when a per-node limit is set; other nodes are not held up.
-	nodeLocks keyedMutex
+	nodeLocks keylock.Set
 }
 
 // NewControllerServer returns a ControllerServer managing disks through
@@ -138,17 +96,18 @@ func NewControllerServer(disks Disks, attachments Attachments, opts ...Controlle
 		return nil, errorf(ErrInvalidArgument, "nil Disks")
 	}
 	o := controllerOptions{
-		logger:      slog.New(slog.DiscardHandler),
-		recorder:    metrics.Noop{},
 		nvmePort:    DefaultNVMePort,
 		defaultSize: DefaultVolumeSize,
 		nodeLookup:  func(context.Context, string) (bool, error) { return true, nil },
 		now:         time.Now,
 	}
 	for _, opt := range opts {
-		opt(&o)
+		opt.applyController(&o)
 	}
-	var err error
+	err := o.serverOptions.check()
+	if err != nil {
+		return nil, err
+	}
 	if o.volumePath != "" {
 		if o.volumePath, err = checkVolumePath(o.volumePath); err != nil {
 			return nil, err
@@ -169,10 +128,10 @@ func NewControllerServer(disks Disks, attachments Attachments, opts ...Controlle
 	if o.nodeLookup == nil {
 		return nil, errorf(ErrInvalidArgument, "nil NodeLookup")
 	}
-	if o.maxPerNode < 0 {
-		return nil, errorf(ErrInvalidArgument, "max volumes per node %d is negative", o.maxPerNode)
+	if o.now == nil {
+		return nil, errorf(ErrInvalidArgument, "nil clock")
 	}
-	if _, ok := attachments.(NodeAttachments); o.maxPerNode > 0 && !ok {
+	if _, ok := attachments.(NodeAttachments); o.maxVolumes > 0 && !ok {
 		return nil, errorf(ErrInvalidArgument, "a per-node volume limit needs Attachments that implement NodeAttachments")
 	}
 	return &ControllerServer{disks: disks, attachments: attachments, opts: o}, nil
@@ -181,12 +140,12 @@ func NewControllerServer(disks Disks, attachments Attachments, opts ...Controlle
 // Register registers the server on r.
 func (c *ControllerServer) Register(r grpc.ServiceRegistrar) { csi.RegisterControllerServer(r, c) }
 
-// Probe checks that the RDS answers. IdentityServer uses it through
+// probe checks that the RDS answers; IdentityServer runs it through
 // WithController.
-func (c *ControllerServer) Probe(ctx context.Context) error { return c.disks.Ping(ctx) }
+func (c *ControllerServer) probe(ctx context.Context) error { return c.disks.Ping(ctx) }
 
-// HasTopology reports whether the server was given an accessible topology.
-func (c *ControllerServer) HasTopology() bool { return len(c.opts.topology) > 0 }
+// hasTopology reports whether the server was given a topology.
+func (c *ControllerServer) hasTopology() bool { return len(c.opts.topology) > 0 }
 
 // capabilities lists what this configuration can serve; nothing is
 // advertised without a working RPC behind it.

@@ -24,7 +24,7 @@ func (c *ControllerServer) capacity(ctx context.Context, req *csi.GetCapacityReq
 		return nil, err
 	}
 	for _, vc := range req.GetVolumeCapabilities() {
-		if _, err := checkCapability(vc); err != nil {
+		if _, err := parseCapability(vc); err != nil {
 			// No volume with these capabilities fits anywhere.
 			return &csi.GetCapacityResponse{}, nil
 		}

@@ -37,11 +37,11 @@ func (c *ControllerServer) expand(ctx context.Context, req *csi.ControllerExpand
 	}
 	nodeExpansion := true
 	if vc := req.GetVolumeCapability(); vc != nil {
-		block, err := checkCapability(vc)
+		c, err := parseCapability(vc)
 		if err != nil {
 			return nil, err
 		}
-		nodeExpansion = !block
+		nodeExpansion = !c.block
 	}
 	size := rdsclient.RoundUpSize(required)
 	if size == 0 {

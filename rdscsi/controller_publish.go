@@ -35,7 +35,7 @@ func (c *ControllerServer) publish(ctx context.Context, req *csi.ControllerPubli
 		// did not ask for.
 		return nil, errorf(ErrInvalidArgument, "readonly publish is not supported; use a read-only access mode or a read-only NodePublishVolume")
 	}
-	block, err := checkCapability(req.GetVolumeCapability())
+	vc, err := parseCapability(req.GetVolumeCapability())
 	if err != nil {
 		return nil, err
 	}
@@ -64,10 +64,7 @@ func (c *ControllerServer) publish(ctx context.Context, req *csi.ControllerPubli
 		return nil, errorf(ErrNotFound, "node %q", clipInput(nid))
 	}
 
-	mode := attach.Exclusive
-	if req.GetVolumeCapability().GetAccessMode().GetMode() == csi.VolumeCapability_AccessMode_MULTI_NODE_MULTI_WRITER && block {
-		mode = attach.Migratable
-	}
+	mode := vc.attachment
 	if a, ok := c.attachments.Get(vid); ok && slices.Contains(a.Nodes, nid) && a.Mode != mode {
 		// Refused here, before the Attachments see it, so it is counted
 		// here; refusals by the Attachments are reported by their own
@@ -75,8 +72,11 @@ func (c *ControllerServer) publish(ctx context.Context, req *csi.ControllerPubli
 		c.opts.recorder.AttachmentConflict(ctx)
 		return nil, errorf(ErrAlreadyExists, "volume %s is published to node %q as %s, requested %s", vid, nid, a.Mode, mode)
 	}
-	if c.opts.maxPerNode > 0 {
-		unlock := c.nodeLocks.lock(nid)
+	if c.opts.maxVolumes > 0 {
+		unlock, err := c.nodeLocks.Lock(ctx, nid)
+		if err != nil {
+			return nil, err
+		}
 		defer unlock()
 		if err := c.checkNodeLimit(vid, nid); err != nil {
 			return nil, err
@@ -103,7 +103,7 @@ func (c *ControllerServer) checkNodeLimit(vid, nid string) error {
 	if a, ok := c.attachments.Get(vid); ok && slices.Contains(a.Nodes, nid) {
 		return nil
 	}
-	if n := len(c.attachments.(NodeAttachments).ListByNode(nid)); n >= c.opts.maxPerNode {
+	if n := len(c.attachments.(NodeAttachments).ListByNode(nid)); int64(n) >= c.opts.maxVolumes {
 		return errorf(ErrResourceExhausted, "node %q already has %d volumes published, the limit", clipInput(nid), n)
 	}
 	return nil

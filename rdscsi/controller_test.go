@@ -116,6 +116,10 @@ func TestNewControllerServerValidatesOptions(t *testing.T) {
 		"size":             rdscsi.WithDefaultVolumeSize(-1),
 		"nil node lookup":  rdscsi.WithNodeLookup(nil),
 		"zero volume size": rdscsi.WithDefaultVolumeSize(0),
+		"nil clock":        rdscsi.WithClock(nil),
+		"negative limit":   rdscsi.WithMaxVolumesPerNode(-1),
+		"topology value":   rdscsi.WithTopology(map[string]string{"zone": "-a"}),
+		"topology key":     rdscsi.WithTopology(map[string]string{"Example.com/zone": "a"}),
 	} {
 		if _, err := rdscsi.NewControllerServer(e.client, e.manager, opt); !errors.Is(err, rdscsi.ErrInvalidArgument) {
 			t.Errorf("%s: err %v, want ErrInvalidArgument", name, err)
@@ -921,4 +925,45 @@ func TestCreateVolumeOverOrphanFile(t *testing.T) {
 	if fi, err := os.Stat(orphan); err != nil || fi.Size() != 64<<20 {
 		t.Fatalf("backing file after idempotent create: %v, %v", fi, err)
 	}
+}
+
+// TestOrphanCleanupSparesForeignDisks: a file named after one of our IDs
+// that a disk of another owner uses (another driver's, an operator's
+// recovery disk) is in use, whatever that disk's slot. The cleanup of
+// orphan files never asks the device to remove it: neither CreateVolume,
+// which then fails with FailedPrecondition naming the disk, nor
+// DeleteVolume, which has nothing of ours left to delete.
+func TestOrphanCleanupSparesForeignDisks(t *testing.T) {
+	e := newCtrlTestEnv(t, ctrlTestConfig{})
+	ctx := context.Background()
+	id := rdscsi.VolumeIDForName("held")
+	file := ctrlTestVolumePath + "/" + id + ".img"
+	foreign := rdstest.ForeignDisk{Slot: "recovery1", Type: "file", FilePath: file, SizeBytes: 8 * ctrlTestMiB}
+	e.rds.AddForeignDisk(foreign)
+	e.rds.ResetCommands()
+	noFileRemove := func(t *testing.T) {
+		t.Helper()
+		for _, c := range e.rds.Commands() {
+			if strings.HasPrefix(c, "/file remove") {
+				t.Errorf("sent %q for a file disk %s uses", c, foreign.Slot)
+			}
+		}
+		d, err := e.client.Disk(ctx, foreign.Slot)
+		if err != nil || d.FilePath != file {
+			t.Fatalf("foreign disk %+v, %v", d, err)
+		}
+		if !slices.Contains(e.fileNames(t, "storage-pool/k8s"), strings.TrimPrefix(file, "/")) {
+			t.Fatalf("file of the foreign disk gone: %v", e.fileNames(t, "storage-pool/k8s"))
+		}
+	}
+
+	_, err := e.cc.CreateVolume(ctx, ctrlTestCreateReq("held", 8*ctrlTestMiB))
+	if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), foreign.Slot) {
+		t.Errorf("CreateVolume over a foreign disk's file: %v, want FailedPrecondition naming %s", err, foreign.Slot)
+	}
+	noFileRemove(t)
+
+	e.rds.ResetCommands()
+	ctrlTestMust(e.cc.DeleteVolume(ctx, &csi.DeleteVolumeRequest{VolumeId: id}))(t)
+	noFileRemove(t)
 }

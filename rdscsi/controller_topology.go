@@ -1,14 +1,19 @@
 package rdscsi
 
 import (
+	"maps"
+
 	"github.com/container-storage-interface/spec/lib/go/csi"
 )
 
+// accessibleTopology is the topology of a volume in a response: a copy
+// each time, so that a caller changing a response cannot change the
+// server's.
 func (c *ControllerServer) accessibleTopology() []*csi.Topology {
 	if len(c.opts.topology) == 0 {
 		return nil
 	}
-	return []*csi.Topology{{Segments: c.opts.topology}}
+	return []*csi.Topology{{Segments: maps.Clone(c.opts.topology)}}
 }
 
 // topologyMatches reports whether t is within our topology: every

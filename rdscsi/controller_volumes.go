@@ -36,7 +36,7 @@ func (c *ControllerServer) createVolume(ctx context.Context, req *csi.CreateVolu
 		return nil, errorf(ErrInvalidArgument, "volume capabilities are required")
 	}
 	for _, vc := range req.GetVolumeCapabilities() {
-		if _, err := checkCapability(vc); err != nil {
+		if _, err := parseCapability(vc); err != nil {
 			return nil, err
 		}
 	}
@@ -104,35 +104,17 @@ func (c *ControllerServer) createVolume(ctx context.Context, req *csi.CreateVolu
 		SizeBytes: size,
 		Export:    &rdsclient.NVMeExport{Port: p.port, NQN: NQN(id)},
 	}
-	create := func() (rdsclient.Disk, error) {
+	d, existing, err := c.addDisk(ctx, spec, func() (rdsclient.Disk, error) {
 		if src.id == "" {
 			return c.disks.CreateDisk(ctx, spec)
 		}
 		return c.disks.CopyDisk(ctx, src.id, spec)
-	}
-	d, err = create()
-	if errors.Is(err, rdsclient.ErrExists) {
-		// Created meanwhile, or by an earlier attempt whose answer was
-		// lost: what is on the device decides.
-		d2, err2 := c.disks.Disk(ctx, id)
-		if err2 == nil {
-			return c.existingVolume(d2, id, p, src.id, required, limit)
-		}
-		if !errors.Is(err2, rdsclient.ErrNotFound) {
-			return nil, err2
-		}
-		// No disk, yet something is in the way: a backing file left by
-		// an attempt that died between creating the file and the disk,
-		// or by a deletion that removed the disk but not its file. Such
-		// a file is named after this volume ID and used by no disk, so
-		// no volume's data is in it; remove it and try once more.
-		if err2 := c.removeOrphanFiles(ctx, id); err2 != nil {
-			return nil, err2
-		}
-		d, err = create()
-	}
+	})
 	if err != nil {
 		return nil, err
+	}
+	if existing {
+		return c.existingVolume(d, id, p, src.id, required, limit)
 	}
 	c.opts.logger.InfoContext(ctx, "volume created", slog.String("volume", id), slog.Int64("bytes", d.SizeBytes), slog.String("source", src.id))
 	return c.volume(d, id, p, src.id), nil
@@ -272,7 +254,8 @@ func (c *ControllerServer) deleteVolume(ctx context.Context, id string) error {
 	}
 	d, err := c.lookupVolume(ctx, id)
 	if errors.Is(err, rdsclient.ErrNotFound) {
-		return c.removeOrphanFiles(ctx, id)
+		_, err := c.removeOrphanFiles(ctx, id)
+		return err
 	}
 	if errors.Is(err, ErrNotFound) {
 		return errorf(ErrFailedPrecondition, "refusing to delete: %v", err)
@@ -304,50 +287,102 @@ func (c *ControllerServer) deleteDisk(ctx context.Context, d rdsclient.Disk) err
 	return err
 }
 
-// removeOrphanFiles removes backing files named after id that no disk
+// addDisk adds the disk spec describes by calling add, and reports
+// whether the disk it returns was there before. When the device answers
+// that something is in the way (ErrExists), what is on the device
+// decides. A disk in the slot (created meanwhile, or by an earlier attempt
+// whose answer was lost) is returned as existing, for the caller to
+// judge. With no disk in the slot, the obstacle is a backing file left
+// behind: by an attempt that died between creating the file and the disk,
+// or by a deletion that removed the disk but not its file. Such a file is
+// named after the slot and, when no disk uses it, holds no one's data: it
+// is removed and add tried once more. A file some disk uses stays, and
+// the add fails with ErrFailedPrecondition naming that disk.
+func (c *ControllerServer) addDisk(ctx context.Context, spec rdsclient.DiskSpec, add func() (rdsclient.Disk, error)) (_ rdsclient.Disk, existing bool, _ error) {
+	for try := 0; ; try++ {
+		d, err := add()
+		if !errors.Is(err, rdsclient.ErrExists) {
+			return d, false, err
+		}
+		there, rerr := c.disks.Disk(ctx, spec.Slot)
+		switch {
+		case rerr == nil:
+			return there, true, nil
+		case !errors.Is(rerr, rdsclient.ErrNotFound):
+			return rdsclient.Disk{}, false, rerr
+		case try > 0:
+			return rdsclient.Disk{}, false, err
+		}
+		users, rerr := c.removeOrphanFiles(ctx, spec.Slot, path.Dir(spec.FilePath))
+		if rerr != nil {
+			return rdsclient.Disk{}, false, rerr
+		}
+		if slot, ok := users[fileKey(spec.FilePath)]; ok {
+			return rdsclient.Disk{}, false, errorf(ErrFailedPrecondition,
+				"%s needs the backing file %s, which disk %s uses", spec.Slot, spec.FilePath, slot)
+		}
+	}
+}
+
+// removeOrphanFiles removes the backing files named after id that no disk
 // uses: the leftovers of a deletion that removed the disk but failed
-// before its file. They are looked for in the default volume directory
-// and in every directory holding a disk of ours; only names this package
-// writes for exactly this id are touched.
-func (c *ControllerServer) removeOrphanFiles(ctx context.Context, id string) error {
-	dirs := map[string]bool{}
-	if c.opts.volumePath != "" {
-		dirs[c.opts.volumePath] = true
+// before its file, or of an add that died between the two. They are
+// looked for in dirs, in the default volume directory and in every
+// directory holding a disk of ours; only names this package writes for
+// exactly this id are touched. A file is in use when any disk names it,
+// whoever owns that disk, so every disk is read: such a file is never
+// removed, and users maps it (a /file name, see fileKey) to the disk's
+// slot.
+func (c *ControllerServer) removeOrphanFiles(ctx context.Context, id string, dirs ...string) (users map[string]string, err error) {
+	used, err := c.disks.FileUsers(ctx)
+	if err != nil {
+		return nil, err
 	}
-	inUse := map[string]bool{}
-	for _, prefix := range []string{volumePrefix, snapshotPrefix} {
-		disks, err := c.disks.Disks(ctx, prefix)
-		if err != nil {
-			return err
-		}
-		for _, d := range disks {
-			if f, ok := parseFilePath(d.FilePath); ok {
-				dirs[f.dir] = true
-			}
-			if d.Slot == id {
-				// Created again meanwhile: nothing is orphaned.
-				return nil
-			}
-			inUse[strings.TrimPrefix(d.FilePath, "/")] = true
+	search := map[string]bool{}
+	for _, dir := range append([]string{c.opts.volumePath}, dirs...) {
+		if dir != "" {
+			search[dir] = true
 		}
 	}
-	for dir := range dirs {
+	users = map[string]string{}
+	for fp, slot := range used {
+		if slot == id {
+			// Created again meanwhile: nothing is orphaned.
+			return nil, nil
+		}
+		users[fileKey(fp)] = slot
+		if f, ok := parseFilePath(fp); ok && f.id == slot {
+			search[f.dir] = true
+		}
+	}
+	for dir := range search {
 		files, err := c.disks.Files(ctx, path.Join(dir, id))
 		if err != nil {
-			return err
+			return nil, err
 		}
 		for _, f := range files {
-			pf, ok := parseFilePath("/" + f.Name)
-			if !ok || pf.id != id || inUse[f.Name] {
+			if pf, ok := parseFilePath("/" + f.Name); !ok || pf.id != id {
+				continue
+			}
+			if slot, ok := users[fileKey(f.Name)]; ok {
+				c.opts.logger.WarnContext(ctx, "backing file named after a volume or snapshot is used by another disk; left alone",
+					slog.String("file", "/"+f.Name), slog.String("id", id), slog.String("disk", slot))
 				continue
 			}
 			if err := c.disks.RemoveFile(ctx, "/"+f.Name); err != nil {
-				return err
+				return nil, err
 			}
 			c.opts.logger.InfoContext(ctx, "orphan backing file removed", slog.String("file", "/"+f.Name))
 		}
 	}
-	return nil
+	return users, nil
+}
+
+// fileKey is the /file name of a file path, as RouterOS prints it: clean
+// and without the leading slash ("storage-pool/k8s/pvc-x.img"), whichever
+// form it was given in.
+func fileKey(p string) string {
+	return strings.TrimPrefix(path.Clean("/"+p), "/")
 }
 
 // ValidateVolumeCapabilities implements csi.ControllerServer.
@@ -375,7 +410,7 @@ func (c *ControllerServer) validate(ctx context.Context, req *csi.ValidateVolume
 		}
 	}
 	for _, vc := range req.GetVolumeCapabilities() {
-		if _, err := checkCapability(vc); err != nil {
+		if _, err := parseCapability(vc); err != nil {
 			return &csi.ValidateVolumeCapabilitiesResponse{Message: err.Error()}, nil
 		}
 	}

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -37,7 +38,6 @@ type ctrlTestEnv struct {
 	store   *attach.FileStore
 	manager *attach.Manager
 	ctrl    *rdscsi.ControllerServer
-	locks   *rdscsi.VolumeLocks
 	srv     *grpc.Server
 	conn    *grpc.ClientConn
 	cc      csi.ControllerClient
@@ -53,6 +53,16 @@ type ctrlTestConfig struct {
 	noAttach   bool
 	logger     *slog.Logger
 	recorder   metrics.Recorder
+	// clock, if set, is the time of the attach.Manager (attach.WithClock:
+	// migration starts and timeouts) and of the controller
+	// (rdscsi.WithClock); a ctrlTestClock's Now, typically.
+	clock func() time.Time
+	// store, if set, wraps the FileStore the attach.Manager writes to (to
+	// make it fail with attachtest.Wrap, for instance).
+	store func(attach.Store) attach.Store
+	// intercept, if set, runs first in the server's interceptor chain, so
+	// it sees every call and its end after the serializer let go.
+	intercept grpc.UnaryServerInterceptor
 	// setup runs once the fake and the client exist, before services are
 	// registered (to build a NodeServer on the fake, for instance).
 	setup func(*ctrlTestEnv)
@@ -105,7 +115,15 @@ func newCtrlTestEnv(t testing.TB, cfg ctrlTestConfig) *ctrlTestEnv {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { e.store.Close() })
-		e.manager, err = attach.NewManager(ctx, e.store)
+		var mopts []attach.Option
+		if cfg.clock != nil {
+			mopts = append(mopts, attach.WithClock(cfg.clock))
+		}
+		var store attach.Store = e.store
+		if cfg.store != nil {
+			store = cfg.store(store)
+		}
+		e.manager, err = attach.NewManager(ctx, store, mopts...)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -113,10 +131,14 @@ func newCtrlTestEnv(t testing.TB, cfg ctrlTestConfig) *ctrlTestEnv {
 		atts = e.manager
 	}
 
-	opts := append([]rdscsi.ControllerOption{
+	opts := []rdscsi.ControllerOption{
 		rdscsi.WithVolumePath(ctrlTestVolumePath),
 		rdscsi.WithNVMeAddress(ctrlTestAddress),
-	}, cfg.ctrlOpts...)
+	}
+	if cfg.clock != nil {
+		opts = append(opts, rdscsi.WithClock(cfg.clock))
+	}
+	opts = append(opts, cfg.ctrlOpts...)
 	var disks rdscsi.Disks = e.client
 	if cfg.wrap != nil {
 		disks = cfg.wrap(e.client)
@@ -134,18 +156,24 @@ func newCtrlTestEnv(t testing.TB, cfg ctrlTestConfig) *ctrlTestEnv {
 	if rec == nil {
 		rec = metrics.Noop{}
 	}
-	var serialize grpc.UnaryServerInterceptor
-	serialize, e.locks = rdscsi.SerializeInterceptor()
-	e.srv = grpc.NewServer(grpc.ChainUnaryInterceptor(
+	chain := []grpc.UnaryServerInterceptor{
 		rdscsi.LoggingInterceptor(logger),
 		rdscsi.MetricsInterceptor(rec),
-		serialize,
-	))
+		rdscsi.SerializeInterceptor(),
+	}
+	if cfg.intercept != nil {
+		chain = append([]grpc.UnaryServerInterceptor{cfg.intercept}, chain...)
+	}
+	e.srv = grpc.NewServer(grpc.ChainUnaryInterceptor(chain...))
 	if cfg.setup != nil {
 		cfg.setup(e)
 	}
 	e.ctrl.Register(e.srv)
-	rdscsi.NewIdentityServer(ctrlTestDriver, "v0.0.1-test", rdscsi.WithController(e.ctrl)).Register(e.srv)
+	ids, err := rdscsi.NewIdentityServer(ctrlTestDriver, "v0.0.1-test", rdscsi.WithController(e.ctrl))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids.Register(e.srv)
 	if cfg.register != nil {
 		cfg.register(e.srv)
 	}
@@ -171,6 +199,31 @@ func newCtrlTestEnv(t testing.TB, cfg ctrlTestConfig) *ctrlTestEnv {
 	e.cc = csi.NewControllerClient(e.conn)
 	e.ic = csi.NewIdentityClient(e.conn)
 	return e
+}
+
+// ctrlTestClock is a clock a test moves by hand; pass its Now as
+// ctrlTestConfig.clock.
+type ctrlTestClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func newCtrlTestClock() *ctrlTestClock {
+	return &ctrlTestClock{now: time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)}
+}
+
+// Now returns the clock's time.
+func (c *ctrlTestClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+// Advance moves the clock forward by d.
+func (c *ctrlTestClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
 }
 
 // ctrlTestCheckLeaks fails the test if goroutines of this module, gRPC or

@@ -2,6 +2,7 @@ package rdscsi
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -13,7 +14,8 @@ import (
 
 // deviceUsers lists what still uses block device dev, besides this
 // process: mounts of it (file systems and bind mounts of its node),
-// stacked devices (device mapper, md) and processes holding it open. The
+// stacked devices (device mapper, md), processes holding it open and,
+// when none of those shows, an exclusive claim by the kernel. The
 // node plugin's own descriptors are excluded: they are short-lived and
 // never a reason to refuse a detach.
 func deviceUsers(dev string, rec deviceRecord) ([]string, error) {
@@ -35,7 +37,23 @@ func deviceUsers(dev string, rec deviceRecord) ([]string, error) {
 		users = append(users, "holder "+h.Name())
 	}
 	users = append(users, openers(rec.rdev())...)
+	if len(users) == 0 && claimed(dev) {
+		users = append(users, "the kernel (a file system gone from the mount table but not yet shut down, or an exclusive opener)")
+	}
 	return users, nil
+}
+
+// claimed reports whether dev is held exclusively: a file system holds
+// its device until it is shut down, which can be long after it left the
+// mount table (a lazy unmount with files still open, a umount still
+// flushing to a dead device). Disconnecting then would lose its writes.
+func claimed(dev string) bool {
+	f, err := os.OpenFile(dev, os.O_RDONLY|unix.O_EXCL|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return errors.Is(err, unix.EBUSY)
+	}
+	_ = f.Close()
+	return false
 }
 
 // openers returns "pid <n> (<comm>)" for every other process with the

@@ -6,18 +6,33 @@
 // CSI secrets stripped), metrics and per-volume serialization are
 // interceptors the caller chains:
 //
-//	serialize, _ := rdscsi.SerializeInterceptor()
+//	serialize := rdscsi.SerializeInterceptor()
 //	srv := grpc.NewServer(grpc.ChainUnaryInterceptor(
 //		rdscsi.LoggingInterceptor(logger),
 //		rdscsi.MetricsInterceptor(recorder),
 //		serialize,
 //	))
 //	ctrl, err := rdscsi.NewControllerServer(client, manager,
+//		rdscsi.WithLogger(logger), rdscsi.WithRecorder(recorder),
 //		rdscsi.WithVolumePath("/storage-pool/k8s"), rdscsi.WithNVMeAddress("10.0.0.5"))
 //	ctrl.Register(srv)
-//	rdscsi.NewIdentityServer(rdscsi.DefaultDriverName, version, rdscsi.WithController(ctrl)).Register(srv)
+//	ids, err := rdscsi.NewIdentityServer(rdscsi.DefaultDriverName, version, rdscsi.WithController(ctrl))
+//	ids.Register(srv)
 //	l, err := rdscsi.Listen("unix:///csi/csi.sock")
 //	srv.Serve(l)
+//
+// # Options
+//
+// Constructors take required values as arguments and tunables as options,
+// and check everything before they return: a bad driver name, path,
+// address, topology or limit is an error wrapping ErrInvalidArgument at
+// construction, never at the first RPC. What the servers have in common
+// is set by a ServerOption, one value that NewControllerServer and
+// NewNodeServer both accept: WithLogger, WithRecorder, WithTopology (the
+// accessible topology of volumes; what NodeGetInfo reports) and
+// WithMaxVolumesPerNode (enforced by the controller, reported by the
+// node). The other options belong to one server: ControllerOption,
+// NodeOption or IdentityOption. Maps given to options are copied.
 //
 // # Volumes
 //
@@ -44,13 +59,28 @@
 // Copies are independent of their source, so volumes with snapshots can be
 // deleted.
 //
+// # Access modes
+//
+// One table decides, for every access mode and for raw block and mounted
+// (ext4, xfs) volumes, whether the driver serves it, how it attaches and
+// whether the node mounts it read-only; the controller and the node both
+// read it, so they admit the same capabilities and refuse the others
+// alike with InvalidArgument:
+//
+//	SINGLE_NODE_WRITER, SINGLE_NODE_SINGLE_WRITER,
+//	SINGLE_NODE_MULTI_WRITER          block, mount   one node
+//	SINGLE_NODE_READER_ONLY           block, mount   one node, read-only
+//	MULTI_NODE_MULTI_WRITER           block          a second node during a live migration
+//	MULTI_NODE_READER_ONLY,
+//	MULTI_NODE_SINGLE_WRITER          refused
+//
 // # Attachments
 //
 // ControllerPublishVolume records attachments through an Attachments
 // implementation (attach.Manager): single-node access modes attach
-// exclusively; MULTI_NODE_MULTI_WRITER is accepted for raw block volumes
-// only and allows a second node for the duration of a live migration,
-// bounded by the StorageClass migrationTimeoutSeconds. A node that does
+// exclusively; a MULTI_NODE_MULTI_WRITER block volume may have a second
+// node for the duration of a live migration, bounded by the StorageClass
+// migrationTimeoutSeconds. A node that does
 // not exist (WithNodeLookup) is NotFound; a node at its volume limit
 // (WithMaxVolumesPerNode) is ResourceExhausted. PUBLISH_READONLY is not
 // offered, so a readonly ControllerPublishVolume is refused. Without
@@ -65,17 +95,19 @@
 // configuration can serve: publish RPCs only with Attachments, topology
 // only when it is configured.
 //
-// NodeServer connects volumes through a Connector: NewNVMeConnector drives
-// nvme-cli and resolves the device by NQN through sysfs on every call;
-// rdstest.LoopConnector attaches the fake's backing files to loop devices
-// for tests and simulation. NodeStageVolume formats a device only when the
+// NodeServer connects volumes through an nvme.Connector (package
+// rdscsi/nvme): nvme.NewTCPConnector drives nvme-cli and resolves the
+// device by NQN through sysfs on every call; rdscsitest.LoopConnector
+// attaches the backing files of an rdstest fake to loop devices for tests
+// and simulation. The connector's error classes map to gRPC codes here
+// like every other. NodeStageVolume formats a device only when the
 // probe definitively reports it blank (a flaky probe is retried, then
 // fails closed) and writes a stage record (NQN, device identity, file
 // system UUID) so that another device is refused on a later stage or
 // publish; raw block volumes are bind-mounted from the device node.
 // NodeUnstageVolume succeeds only once the volume is unmounted and its
 // device is gone. NodeGetVolumeStats, NodeExpandVolume and NodeGetInfo
-// (topology, max_volumes_per_node from WithMaxVolumes) complete the
+// (topology, max_volumes_per_node from WithMaxVolumesPerNode) complete the
 // service.
 //
 // # Health

@@ -10,10 +10,11 @@ import (
 
 	"github.com/srvlab/rds-csi/attach"
 	"github.com/srvlab/rds-csi/rdsclient"
+	"github.com/srvlab/rds-csi/rdscsi/nvme"
 )
 
 // Error classes of this package. RPC handlers return Go errors wrapping
-// these (or the sentinels of rdsclient and attach); Status is the one place
+// these (or the sentinels of rdsclient, attach and nvme); Status is the one place
 // that turns them into gRPC codes.
 var (
 	// ErrInvalidArgument: a request field is missing or malformed.
@@ -33,9 +34,6 @@ var (
 	ErrOutOfRange = errors.New("rdscsi: out of range")
 	// ErrUnimplemented: the operation is not offered by this configuration.
 	ErrUnimplemented = errors.New("rdscsi: not implemented")
-	// ErrNotConnected is returned by a Connector when an NQN has no device
-	// on this node.
-	ErrNotConnected = errors.New("rdscsi: nvme target not connected")
 	// ErrDeviceNotReady: a block device on the node could not be read or
 	// probed reliably, or does not show its new size yet; retry later.
 	ErrDeviceNotReady = errors.New("rdscsi: device not ready")
@@ -70,7 +68,6 @@ var codeTable = []struct {
 	{ErrAborted, codes.Aborted},
 	{ErrOutOfRange, codes.OutOfRange},
 	{ErrUnimplemented, codes.Unimplemented},
-	{ErrNotConnected, codes.FailedPrecondition},
 	{ErrDeviceNotReady, codes.Unavailable},
 	{ErrUnavailable, codes.Unavailable},
 	{ErrResourceExhausted, codes.ResourceExhausted},
@@ -80,6 +77,8 @@ var codeTable = []struct {
 	{rdsclient.ErrExists, codes.AlreadyExists},
 	{rdsclient.ErrNoSpace, codes.ResourceExhausted},
 	{rdsclient.ErrInUse, codes.FailedPrecondition},
+	{rdsclient.ErrHostKey, codes.FailedPrecondition}, // *rdsclient.HostKeyError: fix the pinned key, retrying cannot help
+	{rdsclient.ErrAuth, codes.FailedPrecondition},    // *rdsclient.AuthError: fix the user or key
 	{rdsclient.ErrUnavailable, codes.Unavailable},
 	{rdsclient.ErrClosed, codes.Unavailable},
 	{rdsclient.ErrUnexpectedOutput, codes.Internal},
@@ -89,6 +88,11 @@ var codeTable = []struct {
 	{attach.ErrMigrationLimit, codes.FailedPrecondition},
 	{attach.ErrMigrationTimedOut, codes.FailedPrecondition},
 	{attach.ErrClosed, codes.Unavailable},
+
+	{nvme.ErrNotConnected, codes.FailedPrecondition},
+	{nvme.ErrInvalid, codes.InvalidArgument},
+	{nvme.ErrForeign, codes.InvalidArgument},
+	{nvme.ErrTimeout, codes.Unavailable},
 }
 
 // Status converts an error returned by a handler into a gRPC status error.

@@ -4,9 +4,11 @@ import (
 	"context"
 	"fmt"
 	"log"
+	"log/slog"
 	"strings"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
+	"google.golang.org/grpc"
 
 	"github.com/srvlab/rds-csi/attach"
 	"github.com/srvlab/rds-csi/rdsclient"
@@ -84,8 +86,11 @@ func ExampleNewControllerServer() {
 }
 
 func ExampleNewIdentityServer() {
-	id := rdscsi.NewIdentityServer(rdscsi.DefaultDriverName, "v1.0.0",
+	id, err := rdscsi.NewIdentityServer(rdscsi.DefaultDriverName, "v1.0.0",
 		rdscsi.WithControllerService(true), rdscsi.WithOnlineExpansion(true))
+	if err != nil {
+		log.Fatal(err)
+	}
 	info, _ := id.GetPluginInfo(context.Background(), &csi.GetPluginInfoRequest{})
 	fmt.Println(info.Name, info.VendorVersion)
 	caps, _ := id.GetPluginCapabilities(context.Background(), &csi.GetPluginCapabilitiesRequest{})
@@ -103,6 +108,14 @@ func ExampleNewIdentityServer() {
 	// expansion: ONLINE
 }
 
+// The driver name must be what the CSI spec allows; a wrong one fails at
+// construction, not at the CO's first GetPluginInfo.
+func ExampleNewIdentityServer_invalidName() {
+	_, err := rdscsi.NewIdentityServer("rds_csi", "v1.0.0")
+	fmt.Println(rdscsi.Code(err))
+	// Output: InvalidArgument
+}
+
 func ExampleVolumeIDForName() {
 	// Names a CO generates for PVCs are used as they are; anything else
 	// maps to a stable ID of the same shape.
@@ -114,17 +127,25 @@ func ExampleVolumeIDForName() {
 	// true true
 }
 
-// Requests are logged only through SanitizedJSON, which strips every
-// field the CSI spec marks as a secret and keeps the keys visible.
-func ExampleSanitizedJSON() {
+// Requests are logged only after every field the CSI spec marks as a
+// secret has been stripped; the keys of secret maps stay visible.
+func ExampleLoggingInterceptor() {
+	var buf strings.Builder
+	logger := slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	intercept := rdscsi.LoggingInterceptor(logger)
+
 	req := &csi.NodeStageVolumeRequest{
 		VolumeId: "pvc-3f1c2a9e-8d47-4b6e-9a51-0c2d7e6f4b13",
 		Secrets:  map[string]string{"password": "hunter2"},
 	}
+	info := &grpc.UnaryServerInfo{FullMethod: "/csi.v1.Node/NodeStageVolume"}
+	_, _ = intercept(context.Background(), req, info, func(context.Context, any) (any, error) {
+		return &csi.NodeStageVolumeResponse{}, nil
+	})
 	// protojson varies its spacing on purpose, so look for the parts.
-	out := rdscsi.SanitizedJSON(req)
+	out := buf.String()
 	fmt.Println("secret shown:", strings.Contains(out, "hunter2"))
-	fmt.Println("key kept:", strings.Contains(out, `"password"`))
+	fmt.Println("key kept:", strings.Contains(out, "password"))
 	fmt.Println("volume shown:", strings.Contains(out, req.VolumeId))
 	// Output:
 	// secret shown: false

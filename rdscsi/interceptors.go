@@ -44,7 +44,7 @@ func LoggingInterceptor(l *slog.Logger) grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 		method := methodName(info.FullMethod)
 		if l.Enabled(ctx, slog.LevelDebug) {
-			l.LogAttrs(ctx, slog.LevelDebug, "csi request", slog.String("method", method), slog.String("request", SanitizedJSON(req)))
+			l.LogAttrs(ctx, slog.LevelDebug, "csi request", slog.String("method", method), slog.String("request", sanitizedJSON(req)))
 		}
 		start := time.Now()
 		resp, err := handler(ctx, req)
@@ -53,7 +53,7 @@ func LoggingInterceptor(l *slog.Logger) grpc.UnaryServerInterceptor {
 		if err == nil {
 			if l.Enabled(ctx, slog.LevelDebug) {
 				l.LogAttrs(ctx, slog.LevelDebug, "csi response", slog.String("method", method),
-					slog.Duration("duration", d), slog.String("response", SanitizedJSON(resp)))
+					slog.Duration("duration", d), slog.String("response", sanitizedJSON(resp)))
 			}
 			return resp, nil
 		}
@@ -65,7 +65,7 @@ func LoggingInterceptor(l *slog.Logger) grpc.UnaryServerInterceptor {
 		if l.Enabled(ctx, level) {
 			l.LogAttrs(ctx, level, "csi call failed", slog.String("method", method),
 				slog.String("code", code.String()), slog.Duration("duration", d),
-				slog.String("error", err.Error()), slog.String("request", SanitizedJSON(req)))
+				slog.String("error", err.Error()), slog.String("request", sanitizedJSON(req)))
 		}
 		return resp, err
 	}
@@ -93,10 +93,10 @@ func methodName(full string) string {
 	return full
 }
 
-// SanitizedJSON renders a protobuf message as JSON with every csi_secret
+// sanitizedJSON renders a protobuf message as JSON with every csi_secret
 // field replaced by StrippedSecret (map values one by one, so the keys
 // stay visible). Non-protobuf values render as "".
-func SanitizedJSON(v any) string {
+func sanitizedJSON(v any) string {
 	m, ok := v.(proto.Message)
 	if !ok || m == nil {
 		return ""

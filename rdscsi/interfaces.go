@@ -13,6 +13,10 @@ type Disks interface {
 	CreateDisk(ctx context.Context, spec rdsclient.DiskSpec) (rdsclient.Disk, error)
 	Disk(ctx context.Context, slot string) (rdsclient.Disk, error)
 	Disks(ctx context.Context, slotPrefix string) ([]rdsclient.Disk, error)
+	// FileUsers maps every file path a disk names, other owners' disks
+	// included, to that disk's slot: the evidence that no disk uses a
+	// file before the controller removes it.
+	FileUsers(ctx context.Context) (map[string]string, error)
 	ResizeDisk(ctx context.Context, slot string, sizeBytes int64) (rdsclient.Disk, error)
 	DeleteDisk(ctx context.Context, slot string) error
 	CopyDisk(ctx context.Context, sourceSlot string, spec rdsclient.DiskSpec) (rdsclient.Disk, error)
@@ -43,31 +47,3 @@ type NodeAttachments interface {
 // NodeLookup reports whether a node exists. It returns an error when it
 // cannot tell.
 type NodeLookup func(ctx context.Context, nodeID string) (bool, error)
-
-// Target is an NVMe/TCP subsystem to connect to.
-type Target struct {
-	Address string
-	Port    int
-	NQN     string
-	// CtrlLossTmo is the controller loss timeout in seconds (-1 retries
-	// forever); ReconnectDelay and KeepAliveTmo are in seconds. Zero
-	// leaves the initiator's default.
-	CtrlLossTmo    int
-	ReconnectDelay int
-	KeepAliveTmo   int
-}
-
-// Connector attaches NVMe/TCP subsystems to this node and resolves their
-// block devices. Implementations must resolve the device afresh on every
-// call (never remember /dev/nvmeXnY) and must be idempotent: connecting a
-// connected target succeeds, disconnecting an absent one succeeds.
-type Connector interface {
-	// Connect connects the target if needed and returns its block device.
-	Connect(ctx context.Context, t Target) (device string, err error)
-	// Device returns the block device of a connected NQN, or an error
-	// wrapping ErrNotConnected.
-	Device(ctx context.Context, nqn string) (string, error)
-	// Disconnect disconnects the NQN and returns only when its device is
-	// gone.
-	Disconnect(ctx context.Context, nqn string) error
-}

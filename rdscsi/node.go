@@ -3,11 +3,9 @@ package rdscsi
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"maps"
 	"os"
 	"path/filepath"
-	"sync"
 	"time"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
@@ -15,15 +13,9 @@ import (
 	mount "k8s.io/mount-utils"
 	utilexec "k8s.io/utils/exec"
 
-	"github.com/srvlab/rds-csi/metrics"
+	"github.com/srvlab/rds-csi/internal/keylock"
+	"github.com/srvlab/rds-csi/rdscsi/nvme"
 )
-
-// Rescanner is implemented by Connectors that can make the kernel re-read
-// the size of an attached device. NodeExpandVolume uses it before growing
-// a file system.
-type Rescanner interface {
-	Rescan(ctx context.Context, nqn string) error
-}
 
 // Node defaults.
 const (
@@ -33,16 +25,22 @@ const (
 	DefaultMaxVolumesPerNode = 64
 )
 
-// NodeOption configures a NodeServer.
-type NodeOption func(*nodeOptions)
+// NodeOption configures a NodeServer: the options below, and the
+// ServerOptions it shares with ControllerServer (WithLogger, WithRecorder,
+// WithTopology, WithMaxVolumesPerNode).
+type NodeOption interface {
+	applyNode(*nodeOptions)
+}
+
+type nodeOption func(*nodeOptions)
+
+func (f nodeOption) applyNode(o *nodeOptions) { f(o) }
 
 type nodeOptions struct {
+	serverOptions
 	stateDir       string
-	mounter        *mount.SafeFormatAndMount
-	maxVolumes     int64
-	topology       map[string]string
-	recorder       metrics.Recorder
-	logger         *slog.Logger
+	mounter        mount.Interface
+	exec           utilexec.Interface
 	probeAttempts  int
 	probeDelay     time.Duration
 	releaseTimeout time.Duration
@@ -51,85 +49,80 @@ type nodeOptions struct {
 // WithStateDir sets the directory of the stage records (one small JSON
 // file per staged volume). It must survive restarts of the node plugin.
 // Default DefaultNodeStateDir.
-func WithStateDir(dir string) NodeOption { return func(o *nodeOptions) { o.stateDir = dir } }
-
-// WithMounter sets what mounts and runs blkid, mkfs and the resize tools.
-// Its Exec is also used for probing, so tests can wrap it to inject
-// faults. Default: mount.New("") with k8s.io/utils/exec.New().
-func WithMounter(m *mount.SafeFormatAndMount) NodeOption {
-	return func(o *nodeOptions) { o.mounter = m }
+func WithStateDir(dir string) NodeOption {
+	return nodeOption(func(o *nodeOptions) { o.stateDir = dir })
 }
 
-// WithMaxVolumes sets the maximum number of volumes NodeGetInfo reports
-// (0: no limit). Default DefaultMaxVolumesPerNode.
-func WithMaxVolumes(n int64) NodeOption { return func(o *nodeOptions) { o.maxVolumes = n } }
-
-// WithTopology sets the accessible topology NodeGetInfo reports, e.g.
-// {"topology.rds.csi.srvlab.io/node": nodeID}. Default none: RDS volumes
-// are reachable from every node.
-func WithTopology(segments map[string]string) NodeOption {
-	return func(o *nodeOptions) { o.topology = maps.Clone(segments) }
+// WithMounter sets what mounts, bind-mounts and unmounts, and reads the
+// mount table. Default mount.New(""); nil is refused.
+func WithMounter(m mount.Interface) NodeOption {
+	return nodeOption(func(o *nodeOptions) { o.mounter = m })
 }
 
-// WithNodeRecorder sets the metrics recorder. Default metrics.Noop{}.
-func WithNodeRecorder(r metrics.Recorder) NodeOption {
-	return func(o *nodeOptions) { o.recorder = r }
+// WithExec sets what runs the tools a node needs: blkid to probe a device,
+// mkfs.ext4 and mkfs.xfs to format it, resize2fs and xfs_growfs to grow it.
+// Tests wrap it to inject faults. Default k8s.io/utils/exec.New(); nil is
+// refused.
+func WithExec(e utilexec.Interface) NodeOption {
+	return nodeOption(func(o *nodeOptions) { o.exec = e })
 }
-
-// WithNodeLogger sets the logger. Default discards.
-func WithNodeLogger(l *slog.Logger) NodeOption { return func(o *nodeOptions) { o.logger = l } }
 
 // WithProbeRetries sets how often an inconclusive device probe is
 // repeated, and the pause between probes, before NodeStageVolume gives up
 // (it never formats on an inconclusive probe). Default 5 and 200ms.
 func WithProbeRetries(attempts int, delay time.Duration) NodeOption {
-	return func(o *nodeOptions) { o.probeAttempts, o.probeDelay = attempts, delay }
+	return nodeOption(func(o *nodeOptions) { o.probeAttempts, o.probeDelay = attempts, delay })
 }
 
 // WithDeviceReleaseTimeout bounds how long NodeUnstageVolume waits for
 // other users of a device to let go before it refuses to disconnect it.
-// Default 10s.
+// Default 10s; 0 checks once without waiting.
 func WithDeviceReleaseTimeout(d time.Duration) NodeOption {
-	return func(o *nodeOptions) { o.releaseTimeout = d }
+	return nodeOption(func(o *nodeOptions) { o.releaseTimeout = d })
 }
 
 // NodeServer is the CSI node service: it connects NVMe/TCP volumes through
-// a Connector, formats and mounts them, and publishes them to pods. It
+// an nvme.Connector, formats and mounts them, and publishes them to pods. It
 // keeps a small stage record per volume in its state directory so that a
 // device that is not the one it staged is refused. It is safe for
 // concurrent use; calls on one volume are serialized, and a second
-// concurrent call on the same volume fails with Aborted.
+// concurrent call on the same volume fails with Aborted. A call whose ctx
+// ends while a mount, umount, mkfs or resize it started is still in the
+// kernel returns with ctx's error, and the volume stays busy (Aborted)
+// until that operation has ended.
 type NodeServer struct {
 	csi.UnimplementedNodeServer
 
-	nodeID  string
-	conn    Connector
-	o       nodeOptions
-	store   stageStore
-	mnt     mount.Interface
-	exec    utilexec.Interface
-	resizer *mount.ResizeFs
+	nodeID string
+	conn   nvme.Connector
+	o      nodeOptions
+	store  stageStore
+	mnt    mount.Interface
+	exec   utilexec.Interface
 
-	mu   sync.Mutex
-	busy map[string]bool // volume IDs with a call in progress
+	busy   keylock.Set // volume IDs with a call in progress
+	kernel kernelOps   // kernel operations running per volume
 }
 
 var _ csi.NodeServer = (*NodeServer)(nil)
 
 // NewNodeServer returns a NodeServer for the node nodeID. It creates the
 // state directory if needed.
-func NewNodeServer(nodeID string, connector Connector, opts ...NodeOption) (*NodeServer, error) {
+func NewNodeServer(nodeID string, connector nvme.Connector, opts ...NodeOption) (*NodeServer, error) {
 	o := nodeOptions{
+		serverOptions:  serverOptions{maxVolumes: DefaultMaxVolumesPerNode},
 		stateDir:       DefaultNodeStateDir,
-		maxVolumes:     DefaultMaxVolumesPerNode,
-		recorder:       metrics.Noop{},
-		logger:         slog.New(slog.DiscardHandler),
+		mounter:        mount.New(""),
+		exec:           utilexec.New(),
 		probeAttempts:  5,
 		probeDelay:     200 * time.Millisecond,
 		releaseTimeout: 10 * time.Second,
 	}
 	for _, opt := range opts {
-		opt(&o)
+		opt.applyNode(&o)
+	}
+	if err := o.serverOptions.check(); err != nil {
+		return nil, err
 	}
 	switch {
 	case nodeID == "":
@@ -138,54 +131,40 @@ func NewNodeServer(nodeID string, connector Connector, opts ...NodeOption) (*Nod
 		return nil, errorf(ErrInvalidArgument, "connector is required")
 	case o.stateDir == "" || !filepath.IsAbs(o.stateDir):
 		return nil, errorf(ErrInvalidArgument, "state directory %q must be an absolute path", o.stateDir)
-	case o.maxVolumes < 0:
-		return nil, errorf(ErrInvalidArgument, "max volumes %d is negative", o.maxVolumes)
+	case o.mounter == nil:
+		return nil, errorf(ErrInvalidArgument, "nil mounter")
+	case o.exec == nil:
+		return nil, errorf(ErrInvalidArgument, "nil exec")
 	case o.probeAttempts < 1 || o.probeDelay < 0:
-		return nil, errorf(ErrInvalidArgument, "probe retries need at least one attempt")
-	}
-	if o.recorder == nil {
-		o.recorder = metrics.Noop{}
-	}
-	if o.logger == nil {
-		o.logger = slog.New(slog.DiscardHandler)
-	}
-	if o.mounter == nil {
-		o.mounter = mount.NewSafeFormatAndMount(mount.New(""), utilexec.New())
-	}
-	if o.mounter.Interface == nil || o.mounter.Exec == nil {
-		return nil, errorf(ErrInvalidArgument, "mounter needs both a mount interface and an exec")
+		return nil, errorf(ErrInvalidArgument, "probe retries need at least one attempt and a non-negative delay")
+	case o.releaseTimeout < 0:
+		return nil, errorf(ErrInvalidArgument, "device release timeout %v is negative", o.releaseTimeout)
 	}
 	if err := os.MkdirAll(o.stateDir, 0o700); err != nil {
 		return nil, fmt.Errorf("rdscsi: creating state directory: %w", err)
 	}
 	return &NodeServer{
-		nodeID:  nodeID,
-		conn:    connector,
-		o:       o,
-		store:   stageStore{dir: o.stateDir},
-		mnt:     o.mounter.Interface,
-		exec:    o.mounter.Exec,
-		resizer: mount.NewResizeFs(o.mounter.Exec),
-		busy:    map[string]bool{},
+		nodeID: nodeID,
+		conn:   connector,
+		o:      o,
+		store:  stageStore{dir: o.stateDir},
+		mnt:    o.mounter,
+		exec:   o.exec,
 	}, nil
 }
 
 // Register registers the node service on s.
 func (n *NodeServer) Register(s grpc.ServiceRegistrar) { csi.RegisterNodeServer(s, n) }
 
-// lock marks volumeID busy; a second caller gets ErrAborted.
+// lock marks volumeID busy; a second caller gets ErrAborted at once (the
+// same policy as SerializeInterceptor, so the server is safe without it).
 func (n *NodeServer) lock(volumeID string) (unlock func(), err error) {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.busy[volumeID] {
+	unlock, ok := n.busy.TryLock(volumeID)
+	if !ok {
 		return nil, errorf(ErrAborted, "an operation on volume %s is in progress", volumeID)
 	}
-	n.busy[volumeID] = true
-	return func() {
-		n.mu.Lock()
-		delete(n.busy, volumeID)
-		n.mu.Unlock()
-	}, nil
+	// Held on past the call while a kernel operation it started runs.
+	return n.lockVolume(volumeID, unlock), nil
 }
 
 // NodeGetCapabilities lists what this node service implements.

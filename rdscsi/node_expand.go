@@ -3,13 +3,15 @@ package rdscsi
 import (
 	"context"
 	"fmt"
-	"time"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
+
+	"github.com/srvlab/rds-csi/rdscsi/nvme"
 )
 
 // NodeExpandVolume makes the kernel re-read the device size (when the
-// Connector is a Rescanner) and grows the file system of a mount volume.
+// connector is an nvme.Rescanner) and grows the file system of a mount
+// volume.
 func (n *NodeServer) NodeExpandVolume(ctx context.Context, req *csi.NodeExpandVolumeRequest) (*csi.NodeExpandVolumeResponse, error) {
 	size, err := n.expand(ctx, req)
 	if err != nil {
@@ -28,7 +30,7 @@ func (n *NodeServer) expand(ctx context.Context, req *csi.NodeExpandVolumeReques
 		return 0, errorf(ErrInvalidArgument, "volume path is required")
 	}
 	if vc := req.GetVolumeCapability(); vc != nil {
-		if _, err := parseNodeCapability(vc); err != nil {
+		if _, err := parseCapability(vc); err != nil {
 			return 0, err
 		}
 	}
@@ -47,7 +49,7 @@ func (n *NodeServer) expand(ctx context.Context, req *csi.NodeExpandVolumeReques
 	if vc := req.GetVolumeCapability(); vc != nil && (vc.GetBlock() != nil) != rec.Block {
 		return 0, errorf(ErrInvalidArgument, "volume %s was staged with another access type", id)
 	}
-	if r, ok := n.conn.(Rescanner); ok {
+	if r, ok := n.conn.(nvme.Rescanner); ok {
 		if err := r.Rescan(ctx, rec.NQN); err != nil {
 			return 0, fmt.Errorf("rdscsi: rescanning volume %s: %w", id, err)
 		}
@@ -68,10 +70,10 @@ func (n *NodeServer) expand(ctx context.Context, req *csi.NodeExpandVolumeReques
 			n.o.recorder.StaleMount(ctx)
 			return 0, errorf(ErrFailedPrecondition, "staging path %s is not mounted from %s", rec.StagingPath, dev)
 		}
-		start := time.Now()
-		_, err = n.resizer.Resize(dev, rec.StagingPath)
-		n.mountOp(ctx, "resize", err, start)
-		if err != nil {
+		if err := n.resize(ctx, id, dev, rec.StagingPath); err != nil {
+			if abandoned(err) {
+				return 0, err
+			}
 			return 0, fmt.Errorf("rdscsi: growing the file system of volume %s: %w", id, err)
 		}
 	}

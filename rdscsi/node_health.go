@@ -12,6 +12,8 @@ import (
 	"syscall"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
+
+	"github.com/srvlab/rds-csi/rdscsi/nvme"
 )
 
 // NodeGetVolumeHealth reports, from this node's view, whether the device
@@ -43,7 +45,7 @@ func (n *NodeServer) health(ctx context.Context, req *csi.NodeGetVolumeHealthReq
 	}
 	_, devID, err := n.device(ctx, rec)
 	switch {
-	case errors.Is(err, ErrNotConnected):
+	case errors.Is(err, nvme.ErrNotConnected):
 		add(csi.VolumeHealthErrorType_INACCESSIBLE, "DeviceGone", "the NVMe/TCP device of the volume is gone: %v", err)
 		return h, nil
 	case errors.Is(err, ErrFailedPrecondition):

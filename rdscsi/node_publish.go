@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"syscall"
-	"time"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
 	"golang.org/x/sys/unix"
@@ -32,7 +31,7 @@ func (n *NodeServer) publish(ctx context.Context, req *csi.NodePublishVolumeRequ
 	if err != nil {
 		return err
 	}
-	vc, err := parseNodeCapability(req.GetVolumeCapability())
+	vc, err := parseCapability(req.GetVolumeCapability())
 	if err != nil {
 		return err
 	}
@@ -43,7 +42,8 @@ func (n *NodeServer) publish(ctx context.Context, req *csi.NodePublishVolumeRequ
 	if err := checkVolumeID(id); err != nil {
 		return err
 	}
-	readOnly := req.GetReadonly() || vc.readerOnly()
+	// A read-only access mode binds read-only whatever the flag says.
+	readOnly := req.GetReadonly() || vc.readOnly
 	unlock, err := n.lock(id)
 	if err != nil {
 		return err
@@ -91,7 +91,7 @@ func (n *NodeServer) publish(ctx context.Context, req *csi.NodePublishVolumeRequ
 		source = staging
 	}
 
-	st, err := n.statCleared(ctx, targetPath)
+	st, err := n.statCleared(ctx, id, targetPath)
 	if err != nil {
 		return err
 	}
@@ -132,17 +132,19 @@ func (n *NodeServer) publish(ctx context.Context, req *csi.NodePublishVolumeRequ
 	if readOnly {
 		opts = append(opts, "ro")
 	}
-	start := time.Now()
-	err = n.mnt.Mount(source, targetPath, "", opts)
-	n.mountOp(ctx, "mount", err, start)
-	if err != nil {
+	if err := n.mount(ctx, id, source, targetPath, "", opts); err != nil {
+		if abandoned(err) {
+			// The bind mount may still happen: the next publish or
+			// unpublish settles the target path.
+			return err
+		}
 		if created {
 			_ = os.Remove(targetPath)
 		}
 		return fmt.Errorf("rdscsi: bind-mounting %s at %s: %w", source, targetPath, err)
 	}
 	if err := n.recordTarget(rec, targetPath, readOnly, vc.mode); err != nil {
-		if uerr := n.unmount(ctx, targetPath); uerr == nil && created {
+		if uerr := n.unmount(ctx, id, targetPath); uerr == nil && created {
 			_ = os.Remove(targetPath)
 		}
 		return err
@@ -228,7 +230,7 @@ func (n *NodeServer) unpublish(ctx context.Context, req *csi.NodeUnpublishVolume
 	}
 	defer unlock()
 
-	if err := n.unmountAll(ctx, targetPath); err != nil {
+	if err := n.unmountAll(ctx, id, targetPath); err != nil {
 		return err
 	}
 	// Remove only an empty directory or a file: never data.

@@ -2,11 +2,9 @@ package rdscsi
 
 import (
 	"path/filepath"
-	"slices"
 	"strconv"
-	"strings"
 
-	"github.com/container-storage-interface/spec/lib/go/csi"
+	"github.com/srvlab/rds-csi/rdscsi/nvme"
 )
 
 // beginPathOp validates the volume ID and one path of an unstage or
@@ -28,76 +26,16 @@ func (n *NodeServer) beginPathOp(id, pathName, p string) (clean string, unlock f
 	return clean, unlock, nil
 }
 
-// nodeCapability is a validated VolumeCapability.
-type nodeCapability struct {
-	block      bool
-	fsType     string
-	mountFlags []string
-	mode       csi.VolumeCapability_AccessMode_Mode
-}
-
-func (c nodeCapability) readerOnly() bool {
-	return c.mode == csi.VolumeCapability_AccessMode_SINGLE_NODE_READER_ONLY ||
-		c.mode == csi.VolumeCapability_AccessMode_MULTI_NODE_READER_ONLY
-}
-
-func parseNodeCapability(vc *csi.VolumeCapability) (nodeCapability, error) {
-	var c nodeCapability
-	if vc == nil {
-		return c, errorf(ErrInvalidArgument, "volume capability is required")
-	}
-	c.mode = vc.GetAccessMode().GetMode()
-	if c.mode == csi.VolumeCapability_AccessMode_UNKNOWN {
-		return c, errorf(ErrInvalidArgument, "volume capability has no access mode")
-	}
-	if _, ok := csi.VolumeCapability_AccessMode_Mode_name[int32(c.mode)]; !ok {
-		return c, errorf(ErrInvalidArgument, "unknown access mode %d", c.mode)
-	}
-	switch {
-	case vc.GetBlock() != nil:
-		c.block = true
-		return c, nil
-	case vc.GetMount() != nil:
-	default:
-		return c, errorf(ErrInvalidArgument, "volume capability has neither block nor mount access")
-	}
-	m := vc.GetMount()
-	switch c.fsType = m.GetFsType(); c.fsType {
-	case "":
-		c.fsType = "ext4"
-	case "ext4", "xfs":
-	default:
-		return c, errorf(ErrInvalidArgument, "file system %q is not supported (ext4, xfs)", clipInput(c.fsType))
-	}
-	if m.GetVolumeMountGroup() != "" {
-		return c, errorf(ErrInvalidArgument, "volume mount group is not supported")
-	}
-	switch c.mode {
-	case csi.VolumeCapability_AccessMode_MULTI_NODE_MULTI_WRITER, csi.VolumeCapability_AccessMode_MULTI_NODE_SINGLE_WRITER:
-		return c, errorf(ErrInvalidArgument, "a %s file system cannot be written from several nodes; use block access", c.fsType)
-	}
-	for _, f := range m.GetMountFlags() {
-		switch {
-		case f == "" || strings.ContainsAny(f, "\x00\n"):
-			return c, errorf(ErrInvalidArgument, "mount flag %q is malformed", clipInput(f))
-		case f == "bind" || f == "rbind" || f == "remount":
-			return c, errorf(ErrInvalidArgument, "mount flag %q is not allowed", f)
-		}
-	}
-	c.mountFlags = slices.Clone(m.GetMountFlags())
-	return c, nil
-}
-
 // nodeTarget builds the NVMe/TCP target of a volume from the publish
 // context, falling back to the volume context key by key.
-func nodeTarget(volumeID string, publish, volume map[string]string) (Target, error) {
+func nodeTarget(volumeID string, publish, volume map[string]string) (nvme.Target, error) {
 	get := func(k string) string {
 		if v := publish[k]; v != "" {
 			return v
 		}
 		return volume[k]
 	}
-	t := Target{NQN: get(ContextNQN), Port: DefaultNVMePort}
+	t := nvme.Target{NQN: get(ContextNQN), Port: DefaultNVMePort}
 	if t.NQN == "" {
 		t.NQN = NQN(volumeID)
 	} else if t.NQN != NQN(volumeID) {

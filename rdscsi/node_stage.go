@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
+
+	"github.com/srvlab/rds-csi/rdscsi/nvme"
 )
 
 // NodeStageVolume connects the volume and, for a mount volume, formats it
@@ -32,7 +34,7 @@ func (n *NodeServer) stage(ctx context.Context, req *csi.NodeStageVolumeRequest)
 	if err != nil {
 		return err
 	}
-	vc, err := parseNodeCapability(req.GetVolumeCapability())
+	vc, err := parseCapability(req.GetVolumeCapability())
 	if err != nil {
 		return err
 	}
@@ -57,7 +59,9 @@ func (n *NodeServer) stage(ctx context.Context, req *csi.NodeStageVolumeRequest)
 		if rec.StagingPath != staging {
 			return errorf(ErrFailedPrecondition, "volume %s is staged at %s", id, rec.StagingPath)
 		}
-		if rec.Block != vc.block || rec.FSType != vc.fsType || rec.ReadOnly != vc.readerOnly() {
+		// Read-only is a property of a staged mount; a block volume is
+		// made read-only where it is published.
+		if rec.Block != vc.block || rec.FSType != vc.fsType || !vc.block && rec.ReadOnly != vc.readOnly {
 			return errorf(ErrAlreadyExists, "volume %s is staged at %s with another capability", id, staging)
 		}
 	}
@@ -100,8 +104,8 @@ func (n *NodeServer) stageBlock(ctx context.Context, id, nqn, staging string, re
 	return nil
 }
 
-func (n *NodeServer) stageMount(ctx context.Context, id, nqn, staging string, rec *stageRecord, dev string, devID deviceRecord, vc nodeCapability) error {
-	st, err := n.statCleared(ctx, staging)
+func (n *NodeServer) stageMount(ctx context.Context, id, nqn, staging string, rec *stageRecord, dev string, devID deviceRecord, vc capability) error {
+	st, err := n.statCleared(ctx, id, staging)
 	if err != nil {
 		return err
 	}
@@ -126,10 +130,10 @@ func (n *NodeServer) stageMount(ctx context.Context, id, nqn, staging string, re
 		if rec != nil && rec.FSUUID != "" {
 			return errorf(ErrFailedPrecondition, "device %s of volume %s shows no file system, but %s %s was staged on it; refusing to format", dev, id, rec.FSType, rec.FSUUID)
 		}
-		if vc.readerOnly() {
+		if vc.readOnly {
 			return errorf(ErrFailedPrecondition, "volume %s is blank and requested read-only; refusing to format", id)
 		}
-		if err := n.mkfs(ctx, dev, vc.fsType); err != nil {
+		if err := n.mkfs(ctx, id, dev, vc.fsType); err != nil {
 			return err
 		}
 		if p, err = n.probe(ctx, dev, false); err != nil {
@@ -170,7 +174,7 @@ func (n *NodeServer) stageMount(ctx context.Context, id, nqn, staging string, re
 		return err
 	}
 	rec.FSType, rec.FSUUID, rec.Device = vc.fsType, p.uuid, devID
-	rec.MountFlags, rec.ReadOnly = vc.mountFlags, vc.readerOnly()
+	rec.MountFlags, rec.ReadOnly = vc.mountFlags, vc.readOnly
 	// The record is durable before the mount, so a crash in between still
 	// leaves the identity to check against.
 	if err := n.store.save(rec); err != nil {
@@ -181,13 +185,15 @@ func (n *NodeServer) stageMount(ctx context.Context, id, nqn, staging string, re
 		// Clones share the file system UUID of their source.
 		opts = append(opts, "nouuid")
 	}
-	if vc.readerOnly() {
+	if vc.readOnly {
 		opts = append(opts, "ro")
 	}
-	start := time.Now()
-	err = n.mnt.Mount(dev, staging, vc.fsType, opts)
-	n.mountOp(ctx, "mount", err, start)
-	if err != nil {
+	if err := n.mount(ctx, id, dev, staging, vc.fsType, opts); err != nil {
+		if abandoned(err) {
+			// The mount may still happen: the record and the staging
+			// directory stay for the next stage or unstage to settle.
+			return err
+		}
 		return fail(fmt.Errorf("rdscsi: mounting %s at %s: %w", dev, staging, err))
 	}
 	n.o.logger.InfoContext(ctx, "staged volume", "volume", id, "device", dev, "path", staging)
@@ -196,7 +202,7 @@ func (n *NodeServer) stageMount(ctx context.Context, id, nqn, staging string, re
 
 // checkStagedMount accepts a repeated stage when the staging path is
 // mounted from this very device and file system.
-func (n *NodeServer) checkStagedMount(ctx context.Context, id, nqn, staging string, rec *stageRecord, st pathState, dev string, devID deviceRecord, vc nodeCapability) error {
+func (n *NodeServer) checkStagedMount(ctx context.Context, id, nqn, staging string, rec *stageRecord, st pathState, dev string, devID deviceRecord, vc capability) error {
 	top := st.top()
 	if uint32(top.Major) != devID.Major || uint32(top.Minor) != devID.Minor {
 		n.o.recorder.StaleMount(ctx)
@@ -217,7 +223,7 @@ func (n *NodeServer) checkStagedMount(ctx context.Context, id, nqn, staging stri
 		// Mounted by us before the record was lost: adopt it.
 		rec = newStageRecord(id, nqn, staging, false)
 		rec.FSType, rec.FSUUID, rec.Device = vc.fsType, p.uuid, devID
-		rec.MountFlags, rec.ReadOnly = vc.mountFlags, vc.readerOnly()
+		rec.MountFlags, rec.ReadOnly = vc.mountFlags, vc.readOnly
 		return n.store.save(rec)
 	}
 	return nil
@@ -261,7 +267,7 @@ func (n *NodeServer) unstage(ctx context.Context, req *csi.NodeUnstageVolumeRequ
 			}
 		}
 	}
-	if err := n.unmountAll(ctx, staging); err != nil {
+	if err := n.unmountAll(ctx, id, staging); err != nil {
 		return err
 	}
 
@@ -271,7 +277,7 @@ func (n *NodeServer) unstage(ctx context.Context, req *csi.NodeUnstageVolumeRequ
 		if err := n.waitReleased(ctx, id, dev); err != nil {
 			return err
 		}
-	case errors.Is(err, ErrNotConnected):
+	case errors.Is(err, nvme.ErrNotConnected):
 	default:
 		return fmt.Errorf("rdscsi: volume %s: %w", id, err)
 	}

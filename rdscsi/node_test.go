@@ -28,6 +28,8 @@ import (
 	"github.com/srvlab/rds-csi/rdsclient"
 	"github.com/srvlab/rds-csi/rdsclient/rdstest"
 	"github.com/srvlab/rds-csi/rdscsi"
+	"github.com/srvlab/rds-csi/rdscsi/nvme"
+	"github.com/srvlab/rds-csi/rdscsi/rdscsitest"
 )
 
 // ---- helpers (prefixed nodeTest to stay clear of the controller tests) ----
@@ -75,6 +77,7 @@ type nodeTestFakeConnector struct {
 	calls         []string
 	disconnectErr error
 	block         chan struct{} // when set, Connect waits for it
+	entered       chan struct{} // when set, the one Connect closes it before waiting
 }
 
 func (c *nodeTestFakeConnector) record(s string) {
@@ -89,8 +92,11 @@ func (c *nodeTestFakeConnector) Calls() []string {
 	return slices.Clone(c.calls)
 }
 
-func (c *nodeTestFakeConnector) Connect(ctx context.Context, t rdscsi.Target) (string, error) {
+func (c *nodeTestFakeConnector) Connect(ctx context.Context, t nvme.Target) (string, error) {
 	c.record("connect " + t.NQN)
+	if c.entered != nil {
+		close(c.entered)
+	}
 	if c.block != nil {
 		select {
 		case <-c.block:
@@ -103,7 +109,7 @@ func (c *nodeTestFakeConnector) Connect(ctx context.Context, t rdscsi.Target) (s
 
 func (c *nodeTestFakeConnector) Device(_ context.Context, nqn string) (string, error) {
 	c.record("device " + nqn)
-	return "", fmt.Errorf("%w: %s", rdscsi.ErrNotConnected, nqn)
+	return "", fmt.Errorf("%w: %s", nvme.ErrNotConnected, nqn)
 }
 
 func (c *nodeTestFakeConnector) Disconnect(_ context.Context, nqn string) error {
@@ -111,10 +117,21 @@ func (c *nodeTestFakeConnector) Disconnect(_ context.Context, nqn string) error 
 	return c.disconnectErr
 }
 
+// nodeTestDisconnectHook calls hook when a Disconnect begins.
+type nodeTestDisconnectHook struct {
+	nvme.Connector
+	hook func()
+}
+
+func (c nodeTestDisconnectHook) Disconnect(ctx context.Context, nqn string) error {
+	c.hook()
+	return c.Connector.Disconnect(ctx, nqn)
+}
+
 // nodeTestSwapConnector resolves some NQNs to another volume's device, as
 // a connector bug or a reused controller number would.
 type nodeTestSwapConnector struct {
-	rdscsi.Connector
+	nvme.Connector
 	mu   sync.Mutex
 	swap map[string]string
 }
@@ -128,7 +145,7 @@ func (c *nodeTestSwapConnector) to(nqn string) string {
 	return nqn
 }
 
-func (c *nodeTestSwapConnector) Connect(ctx context.Context, t rdscsi.Target) (string, error) {
+func (c *nodeTestSwapConnector) Connect(ctx context.Context, t nvme.Target) (string, error) {
 	t.NQN = c.to(t.NQN)
 	return c.Connector.Connect(ctx, t)
 }
@@ -253,7 +270,7 @@ type nodeTestEnv struct {
 	t      *testing.T
 	srv    *rdstest.Server
 	client *rdsclient.Client
-	loop   *rdstest.LoopConnector
+	loop   *rdscsitest.LoopConnector
 	ns     *rdscsi.NodeServer
 	rec    *nodeTestRecorder
 	exec   *nodeTestExec
@@ -275,7 +292,7 @@ func nodeTestSetup(t *testing.T, opts ...rdscsi.NodeOption) *nodeTestEnv {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = client.Close() })
-	loop := rdstest.NewLoopConnector(srv)
+	loop := rdscsitest.NewLoopConnector(srv)
 	t.Cleanup(func() {
 		if err := loop.Close(); err != nil {
 			t.Errorf("detaching loop devices: %v", err)
@@ -289,12 +306,12 @@ func nodeTestSetup(t *testing.T, opts ...rdscsi.NodeOption) *nodeTestEnv {
 	return e
 }
 
-func (e *nodeTestEnv) newServer(conn rdscsi.Connector, opts ...rdscsi.NodeOption) *rdscsi.NodeServer {
+func (e *nodeTestEnv) newServer(conn nvme.Connector, opts ...rdscsi.NodeOption) *rdscsi.NodeServer {
 	e.t.Helper()
 	base := []rdscsi.NodeOption{
 		rdscsi.WithStateDir(e.state),
-		rdscsi.WithNodeRecorder(e.rec),
-		rdscsi.WithMounter(mount.NewSafeFormatAndMount(mount.New(""), e.exec)),
+		rdscsi.WithRecorder(e.rec),
+		rdscsi.WithExec(e.exec),
 		rdscsi.WithProbeRetries(3, 20*time.Millisecond),
 	}
 	ns, err := rdscsi.NewNodeServer("node-1", conn, append(base, opts...)...)
@@ -395,7 +412,7 @@ func nodeTestMountCount(t *testing.T, p string) int {
 
 func TestNodeCapabilitiesAndInfo(t *testing.T) {
 	ns, err := rdscsi.NewNodeServer("worker-7", &nodeTestFakeConnector{}, rdscsi.WithStateDir(t.TempDir()),
-		rdscsi.WithMaxVolumes(12), rdscsi.WithTopology(map[string]string{"topology.rds.csi.srvlab.io/node": "worker-7"}))
+		rdscsi.WithMaxVolumesPerNode(12), rdscsi.WithTopology(map[string]string{"topology.rds.csi.srvlab.io/node": "worker-7"}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -437,7 +454,19 @@ func TestNodeCapabilitiesAndInfo(t *testing.T) {
 			return rdscsi.NewNodeServer("n", &nodeTestFakeConnector{}, rdscsi.WithStateDir("state"))
 		},
 		"negative max": func() (*rdscsi.NodeServer, error) {
-			return rdscsi.NewNodeServer("n", &nodeTestFakeConnector{}, rdscsi.WithStateDir(t.TempDir()), rdscsi.WithMaxVolumes(-1))
+			return rdscsi.NewNodeServer("n", &nodeTestFakeConnector{}, rdscsi.WithStateDir(t.TempDir()), rdscsi.WithMaxVolumesPerNode(-1))
+		},
+		"nil mounter": func() (*rdscsi.NodeServer, error) {
+			return rdscsi.NewNodeServer("n", &nodeTestFakeConnector{}, rdscsi.WithStateDir(t.TempDir()), rdscsi.WithMounter(nil))
+		},
+		"nil exec": func() (*rdscsi.NodeServer, error) {
+			return rdscsi.NewNodeServer("n", &nodeTestFakeConnector{}, rdscsi.WithStateDir(t.TempDir()), rdscsi.WithExec(nil))
+		},
+		"bad topology": func() (*rdscsi.NodeServer, error) {
+			return rdscsi.NewNodeServer("n", &nodeTestFakeConnector{}, rdscsi.WithStateDir(t.TempDir()), rdscsi.WithTopology(map[string]string{"zone": "a b"}))
+		},
+		"negative release timeout": func() (*rdscsi.NodeServer, error) {
+			return rdscsi.NewNodeServer("n", &nodeTestFakeConnector{}, rdscsi.WithStateDir(t.TempDir()), rdscsi.WithDeviceReleaseTimeout(-time.Second))
 		},
 	} {
 		if _, err := c(); !errors.Is(err, rdscsi.ErrInvalidArgument) {
@@ -590,7 +619,7 @@ func TestNodeUnpublishAndUnstageAreIdempotent(t *testing.T) {
 func TestNodeUnstageFailsWhenDisconnectFails(t *testing.T) {
 	conn := &nodeTestFakeConnector{disconnectErr: errors.New("nvme disconnect: controller busy")}
 	rec := &nodeTestRecorder{}
-	ns, err := rdscsi.NewNodeServer("n", conn, rdscsi.WithStateDir(t.TempDir()), rdscsi.WithNodeRecorder(rec))
+	ns, err := rdscsi.NewNodeServer("n", conn, rdscsi.WithStateDir(t.TempDir()), rdscsi.WithRecorder(rec))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -604,7 +633,7 @@ func TestNodeUnstageFailsWhenDisconnectFails(t *testing.T) {
 }
 
 func TestNodeConcurrentCallOnVolumeIsAborted(t *testing.T) {
-	conn := &nodeTestFakeConnector{block: make(chan struct{})}
+	conn := &nodeTestFakeConnector{block: make(chan struct{}), entered: make(chan struct{})}
 	ns, err := rdscsi.NewNodeServer("n", conn, rdscsi.WithStateDir(t.TempDir()))
 	if err != nil {
 		t.Fatal(err)
@@ -614,13 +643,7 @@ func TestNodeConcurrentCallOnVolumeIsAborted(t *testing.T) {
 		VolumeCapability: nodeTestMountCap("", nodeTestSNW), VolumeContext: nodeTestContext(id)}
 	done := make(chan error, 1)
 	go func() { _, err := ns.NodeStageVolume(context.Background(), req); done <- err }()
-	// Wait until the first call holds the volume.
-	for i := 0; len(conn.Calls()) == 0; i++ {
-		if i > 4000 { // 20s: generous for a loaded CI machine
-			t.Fatal("first stage never reached the connector")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	<-conn.entered // the first call holds the volume
 	_, err = ns.NodeUnstageVolume(context.Background(), &csi.NodeUnstageVolumeRequest{VolumeId: id, StagingTargetPath: req.StagingTargetPath})
 	nodeTestCode(t, err, codes.Aborted)
 	close(conn.block)
@@ -633,21 +656,23 @@ func TestNodeConcurrentCallOnVolumeIsAborted(t *testing.T) {
 	}
 }
 
-func TestNVMeConnectorErrorClasses(t *testing.T) {
+// The real connector's errors reach the CO with the codes of the table
+// in errors.go, and its default prefix admits the NQN of every volume.
+func TestTCPConnectorErrorCodes(t *testing.T) {
 	root := t.TempDir()
 	var ran []string
-	c := rdscsi.NewNVMeConnector(
-		rdscsi.WithNVMeSysfsRoot(filepath.Join(root, "sys")),
-		rdscsi.WithNVMeDevRoot(filepath.Join(root, "dev")),
-		rdscsi.WithNVMeRunner(func(_ context.Context, name string, args ...string) ([]byte, error) {
+	c := nvme.NewTCPConnector(
+		nvme.WithSysfsRoot(filepath.Join(root, "sys")),
+		nvme.WithDevRoot(filepath.Join(root, "dev")),
+		nvme.WithRunner(func(_ context.Context, name string, args ...string) ([]byte, error) {
 			ran = append(ran, name+" "+strings.Join(args, " "))
 			return []byte("Failed to write to /dev/nvme-fabrics: Connection refused"), errors.New("exit status 1")
 		}),
 	)
 	ctx := context.Background()
 	id := nodeTestVolumeID(t)
-	if _, err := c.Device(ctx, rdscsi.NQN(id)); !errors.Is(err, rdscsi.ErrNotConnected) {
-		t.Fatalf("Device: %v, want ErrNotConnected", err)
+	if _, err := c.Device(ctx, rdscsi.NQN(id)); !errors.Is(err, nvme.ErrNotConnected) || rdscsi.Code(err) != codes.FailedPrecondition {
+		t.Fatalf("Device: %v, want ErrNotConnected (FailedPrecondition)", err)
 	}
 	if err := c.Disconnect(ctx, "nqn.2014-08.org.nvmexpress:boot"); rdscsi.Code(err) != codes.InvalidArgument {
 		t.Fatalf("Disconnect(foreign): %v, want InvalidArgument", err)
@@ -655,7 +680,7 @@ func TestNVMeConnectorErrorClasses(t *testing.T) {
 	if err := c.Disconnect(ctx, rdscsi.NQN(id)); err != nil {
 		t.Fatalf("Disconnect of an absent subsystem: %v", err)
 	}
-	_, err := c.Connect(ctx, rdscsi.Target{Address: "10.1.1.1", Port: 4420, NQN: rdscsi.NQN(id), CtrlLossTmo: -1})
+	_, err := c.Connect(ctx, nvme.Target{Address: "10.1.1.1", Port: 4420, NQN: rdscsi.NQN(id), CtrlLossTmo: -1})
 	if err == nil || !strings.Contains(err.Error(), "Connection refused") {
 		t.Fatalf("Connect: %v", err)
 	}
@@ -663,8 +688,16 @@ func TestNVMeConnectorErrorClasses(t *testing.T) {
 	if !slices.Equal(ran, []string{want}) {
 		t.Fatalf("ran %q, want %q", ran, want)
 	}
-	if err := c.Rescan(ctx, rdscsi.NQN(id)); !errors.Is(err, rdscsi.ErrNotConnected) {
+	if err := c.Rescan(ctx, rdscsi.NQN(id)); !errors.Is(err, nvme.ErrNotConnected) || rdscsi.Code(err) != codes.FailedPrecondition {
 		t.Fatalf("Rescan: %v", err)
+	}
+	// A malformed target is refused before anything runs.
+	ran = nil
+	if _, err := c.Connect(ctx, nvme.Target{Address: "-oProxyCommand=sh", Port: 4420, NQN: rdscsi.NQN(id)}); !errors.Is(err, nvme.ErrInvalid) || rdscsi.Code(err) != codes.InvalidArgument {
+		t.Fatalf("Connect(bad address): %v, want ErrInvalid (InvalidArgument)", err)
+	}
+	if len(ran) != 0 {
+		t.Fatalf("ran %q for an invalid target", ran)
 	}
 }
 
@@ -799,7 +832,7 @@ func nodeTestLifecycle(t *testing.T, kind string) {
 	// Unstage twice; device and record are gone.
 	e.must(e.unstage(e.ns, id, staging))
 	e.must(e.unstage(e.ns, id, staging))
-	if _, err := e.loop.Device(ctx, rdscsi.NQN(id)); !errors.Is(err, rdscsi.ErrNotConnected) {
+	if _, err := e.loop.Device(ctx, rdscsi.NQN(id)); !errors.Is(err, nvme.ErrNotConnected) {
 		t.Fatalf("device still attached after unstage: %v", err)
 	}
 	if _, err := os.Stat(recFile); !errors.Is(err, os.ErrNotExist) {
@@ -1118,12 +1151,15 @@ func TestNodeHealthAndStaleMounts(t *testing.T) {
 }
 
 func TestNodeUnstageWaitsForOtherUsers(t *testing.T) {
-	e := nodeTestSetup(t, rdscsi.WithDeviceReleaseTimeout(300*time.Millisecond))
+	e := nodeTestSetup(t)
+	disconnecting := make(chan struct{})
+	ns := e.newServer(nodeTestDisconnectHook{Connector: e.loop, hook: sync.OnceFunc(func() { close(disconnecting) })},
+		rdscsi.WithDeviceReleaseTimeout(300*time.Millisecond))
 	ctx := context.Background()
 	id := e.createDisk(16 << 20)
 	vc := nodeTestBlockCap(nodeTestSNW)
 	staging := filepath.Join(e.dir, "staging")
-	e.must(e.stage(e.ns, id, staging, vc))
+	e.must(e.stage(ns, id, staging, vc))
 	dev, err := e.loop.Device(ctx, rdscsi.NQN(id))
 	e.must(err)
 
@@ -1137,7 +1173,7 @@ func TestNodeUnstageWaitsForOtherUsers(t *testing.T) {
 	if _, err := out.Read(buf); err != nil {
 		t.Fatal(err)
 	}
-	err = e.unstage(e.ns, id, staging)
+	err = e.unstage(ns, id, staging)
 	nodeTestCode(t, err, codes.FailedPrecondition)
 	if !strings.Contains(err.Error(), fmt.Sprintf("pid %d", cmd.Process.Pid)) {
 		t.Fatalf("error does not name the holder: %v", err)
@@ -1148,16 +1184,16 @@ func TestNodeUnstageWaitsForOtherUsers(t *testing.T) {
 	_ = cmd.Process.Kill()
 	_ = cmd.Wait()
 
-	// Our own descriptor does not count as a user: unstage goes ahead, and
-	// the disconnect completes once we let go.
+	// Our own descriptor does not count as a user: unstage goes on to
+	// disconnect while we hold the device, and completes once we let go.
 	f, err := os.Open(dev)
 	e.must(err)
 	go func() {
-		time.Sleep(300 * time.Millisecond)
+		<-disconnecting
 		_ = f.Close()
 	}()
-	e.must(e.unstage(e.ns, id, staging))
-	if _, err := e.loop.Device(ctx, rdscsi.NQN(id)); !errors.Is(err, rdscsi.ErrNotConnected) {
+	e.must(e.unstage(ns, id, staging))
+	if _, err := e.loop.Device(ctx, rdscsi.NQN(id)); !errors.Is(err, nvme.ErrNotConnected) {
 		t.Fatalf("device still attached: %v", err)
 	}
 }
@@ -1171,7 +1207,7 @@ func ExampleNewNodeServer() {
 		return
 	}
 	defer srv.Close()
-	conn := rdstest.NewLoopConnector(srv)
+	conn := rdscsitest.NewLoopConnector(srv)
 	defer conn.Close()
 	state, err := os.MkdirTemp("", "rds-csi-node")
 	if err != nil {
@@ -1182,7 +1218,7 @@ func ExampleNewNodeServer() {
 
 	ns, err := rdscsi.NewNodeServer("worker-1", conn,
 		rdscsi.WithStateDir(state),
-		rdscsi.WithMaxVolumes(32),
+		rdscsi.WithMaxVolumesPerNode(32),
 		rdscsi.WithTopology(map[string]string{"topology.rds.csi.srvlab.io/node": "worker-1"}))
 	if err != nil {
 		fmt.Println(err)
@@ -1210,10 +1246,10 @@ func ExampleNewNodeServer() {
 // has no devices.
 type nodeTestTargetConnector struct {
 	nodeTestFakeConnector
-	last *rdscsi.Target
+	last *nvme.Target
 }
 
-func (c *nodeTestTargetConnector) Connect(ctx context.Context, t rdscsi.Target) (string, error) {
+func (c *nodeTestTargetConnector) Connect(ctx context.Context, t nvme.Target) (string, error) {
 	c.last = &t
 	return c.nodeTestFakeConnector.Connect(ctx, t)
 }

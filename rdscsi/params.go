@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/srvlab/rds-csi/internal/routeros"
 )
 
 // StorageClass parameter keys. They are also the volume context keys the
@@ -40,16 +42,12 @@ type volumeParams struct {
 	migrationTimeout time.Duration
 }
 
-// pool is the pool (mount point) holding the volume directory.
-func (p volumeParams) pool() string { return poolOf(p.volumePath) }
-
-// poolOf returns the first component of an absolute path.
-func poolOf(p string) string {
-	p = strings.TrimPrefix(p, "/")
-	if i := strings.IndexByte(p, '/'); i >= 0 {
-		return p[:i]
-	}
-	return p
+// pool is the pool (mount point) holding the volume directory. The
+// directory passed checkVolumePath, so PoolOf accepts it; were it to
+// fail, "" is a pool every command refuses.
+func (p volumeParams) pool() string {
+	pool, _ := routeros.PoolOf(p.volumePath)
+	return pool
 }
 
 // tunableMin is the smallest accepted value of each NVMe/TCP tunable, in
@@ -202,35 +200,33 @@ func parseSnapshotParams(params map[string]string) (snapshotParams, error) {
 	return p, nil
 }
 
-// checkVolumePath accepts an absolute directory below a pool mount point
-// made only of [A-Za-z0-9._-] components; "." and ".." are refused.
+// longestFileName is the longest backing file name this package writes
+// (a snapshot's, with a creation time of the most digits parseFilePath
+// reads): a volume directory must leave room for it.
+var longestFileName = path.Base(snapshotFilePath("/",
+	SnapshotIDForName(""), VolumeIDForName(""), time.Unix(999_999_999_999, 0)))
+
+// checkVolumePath accepts an absolute directory below a pool mount point,
+// such as /storage-pool/k8s, as RouterOS does (routeros.PoolOf: a valid
+// path on a valid pool name), with room for the backing file names written
+// into it. Trailing slashes are dropped.
 func checkVolumePath(v string) (string, error) {
-	bad := func(why string) (string, error) {
-		return "", errorf(ErrInvalidArgument, "%s %q: %s", ParamVolumePath, clipInput(v), why)
+	const want = "want an absolute directory below a pool, such as /storage-pool/k8s"
+	dir := strings.TrimRight(v, "/")
+	if dir == "" {
+		return "", errorf(ErrInvalidArgument, "%s %q: %s", ParamVolumePath, clipInput(v), want)
 	}
-	if !strings.HasPrefix(v, "/") {
-		return bad("must be absolute")
+	pool, err := routeros.PoolOf(dir)
+	if err != nil {
+		return "", errorf(ErrInvalidArgument, "%s: %v; %s", ParamVolumePath, err, want)
 	}
-	v = strings.TrimRight(v, "/")
-	if len(v) > 200 {
-		return bad("too long")
+	if dir == "/"+pool {
+		return "", errorf(ErrInvalidArgument, "%s %q is the mount point of pool %s; %s", ParamVolumePath, clipInput(v), pool, want)
 	}
-	parts := strings.Split(v[min(1, len(v)):], "/")
-	if len(parts) < 2 {
-		return bad("must be a directory below a pool, e.g. /storage-pool/k8s")
+	if err := routeros.ValidPath(path.Join(dir, longestFileName)); err != nil {
+		return "", errorf(ErrInvalidArgument, "%s %q is too long for the backing files below it: %v; %s", ParamVolumePath, clipInput(v), err, want)
 	}
-	for _, c := range parts {
-		if c == "" || c == "." || c == ".." {
-			return bad("empty, . or .. component")
-		}
-		for i := 0; i < len(c); i++ {
-			b := c[i]
-			if !(b >= 'a' && b <= 'z' || b >= 'A' && b <= 'Z' || b >= '0' && b <= '9' || b == '.' || b == '_' || b == '-') {
-				return bad("only letters, digits, '.', '_' and '-' are allowed")
-			}
-		}
-	}
-	return path.Clean(v), nil
+	return dir, nil
 }
 
 // checkAddress accepts an IP address or a DNS host name.

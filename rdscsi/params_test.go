@@ -3,8 +3,12 @@ package rdscsi
 import (
 	"errors"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/srvlab/rds-csi/internal/routeros"
+	"github.com/srvlab/rds-csi/rdscsi/nvme"
 )
 
 // TestParamsOneTable proves that StorageClass parameters, the volume
@@ -89,8 +93,63 @@ func TestParamsRoundTrip(t *testing.T) {
 		t.Errorf("read back %+v, %v; want %+v", back, err, p)
 	}
 	tgt, err := nodeTarget(id, nil, vc)
-	want := Target{Address: "rds.example.net", Port: 4421, NQN: NQN(id), CtrlLossTmo: -1, ReconnectDelay: 5, KeepAliveTmo: 10}
+	want := nvme.Target{Address: "rds.example.net", Port: 4421, NQN: NQN(id), CtrlLossTmo: -1, ReconnectDelay: 5, KeepAliveTmo: 10}
 	if err != nil || tgt != want {
 		t.Errorf("node target %+v, %v; want %+v", tgt, err, want)
+	}
+}
+
+// nvme keeps its default prefix without importing rdscsi; it must admit
+// exactly the NQNs of this package's volumes.
+func TestNQNPrefixMatchesConnector(t *testing.T) {
+	if want := NQNPrefix + volumePrefix; nvme.DefaultNQNPrefix != want {
+		t.Fatalf("nvme.DefaultNQNPrefix = %q, want %q", nvme.DefaultNQNPrefix, want)
+	}
+}
+
+// TestCheckVolumePath: volumePath is judged by the validators the client
+// and the fake share (internal/routeros), so a directory accepted here is
+// one whose backing files the device can be asked to create; a refusal
+// names the parameter and shows what a valid value looks like.
+func TestCheckVolumePath(t *testing.T) {
+	for in, want := range map[string]string{
+		"/storage-pool/k8s":   "/storage-pool/k8s",
+		"/storage-pool/k8s//": "/storage-pool/k8s",
+		"/Pool_1/a.b/c-d":     "/Pool_1/a.b/c-d",
+	} {
+		got, err := checkVolumePath(in)
+		if err != nil || got != want {
+			t.Errorf("checkVolumePath(%q) = %q, %v; want %q", in, got, err, want)
+			continue
+		}
+		// The longest backing file written below it is a path RouterOS
+		// takes, on the same pool.
+		f := snapshotFilePath(got, SnapshotIDForName("s"), VolumeIDForName("v"), time.Unix(999_999_999_999, 0))
+		if pool, err := routeros.PoolOf(f); err != nil || pool != (volumeParams{volumePath: got}).pool() {
+			t.Errorf("%q: backing file %s on pool %q: %v", in, f, pool, err)
+		}
+	}
+	for _, in := range []string{
+		"",
+		"/",
+		"relative/path",
+		"/storage-pool",
+		"/storage-pool/../etc",
+		"/storage-pool/./k8s",
+		"/storage-pool//k8s",
+		`/storage-pool/"$x"`,
+		"/storage-pool/k 8s",
+		"/.hidden/k8s",                         // not a pool name
+		"/" + strings.Repeat("p", 64) + "/k8s", // pool name too long
+		"/storage-pool/" + strings.Repeat("d", 180), // no room for the file names
+	} {
+		_, err := checkVolumePath(in)
+		if !errors.Is(err, ErrInvalidArgument) {
+			t.Errorf("checkVolumePath(%q) accepted: %v", in, err)
+			continue
+		}
+		if msg := err.Error(); !strings.Contains(msg, ParamVolumePath) || !strings.Contains(msg, "/storage-pool/k8s") {
+			t.Errorf("checkVolumePath(%q): %q names neither the parameter nor a valid example", in, msg)
+		}
 	}
 }

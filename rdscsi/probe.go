@@ -159,8 +159,10 @@ func knownSignature(b []byte) string {
 
 // mkfs creates a file system on a device the probe found blank. It never
 // passes a force flag: mkfs.xfs then refuses any signature it sees;
-// mke2fs does not check without a terminal, so the probe is its gate.
-func (n *NodeServer) mkfs(ctx context.Context, dev, fsType string) error {
+// mke2fs does not check without a terminal, so the probe is its gate. It
+// runs as a kernel operation on volume id (see kernelOps) and is killed
+// when ctx ends.
+func (n *NodeServer) mkfs(ctx context.Context, id, dev, fsType string) error {
 	var args []string
 	switch fsType {
 	case "ext4":
@@ -170,11 +172,15 @@ func (n *NodeServer) mkfs(ctx context.Context, dev, fsType string) error {
 	default:
 		return errorf(ErrInvalidArgument, "unsupported file system %q", fsType)
 	}
-	start := time.Now()
-	out, err := n.exec.CommandContext(ctx, "mkfs."+fsType, args...).CombinedOutput()
-	n.mountOp(ctx, "format", err, start)
-	if err != nil {
-		return fmt.Errorf("rdscsi: mkfs.%s %s: %v: %s", fsType, dev, err, clipInput(strings.TrimSpace(string(out))))
+	err := n.runOp(ctx, id, "format", "mkfs."+fsType+" of "+dev, func() error {
+		out, err := n.exec.CommandContext(ctx, "mkfs."+fsType, args...).CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("%w: %s", err, clipInput(strings.TrimSpace(string(out))))
+		}
+		return nil
+	})
+	if err != nil && !abandoned(err) {
+		return fmt.Errorf("rdscsi: mkfs.%s %s: %w", fsType, dev, err)
 	}
-	return nil
+	return err
 }

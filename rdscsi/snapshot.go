@@ -125,14 +125,14 @@ func (c *ControllerServer) createSnapshot(ctx context.Context, req *csi.CreateSn
 		dir = path.Dir(vol.FilePath)
 	}
 	spec := rdsclient.DiskSpec{Slot: id, FilePath: snapshotFilePath(dir, id, src, c.opts.now())}
-	d, err = c.disks.CopyDisk(ctx, src, spec)
-	if errors.Is(err, rdsclient.ErrExists) {
-		if d2, err2 := c.disks.Disk(ctx, id); err2 == nil {
-			return existing(d2)
-		}
-	}
+	d, found, err := c.addDisk(ctx, spec, func() (rdsclient.Disk, error) {
+		return c.disks.CopyDisk(ctx, src, spec)
+	})
 	if err != nil {
 		return snapshot{}, err
+	}
+	if found {
+		return existing(d)
 	}
 	s, ok := snapshotOf(d)
 	if !ok {
@@ -160,7 +160,8 @@ func (c *ControllerServer) deleteSnapshot(ctx context.Context, id string) error 
 	}
 	s, err := c.lookupSnapshot(ctx, id)
 	if errors.Is(err, rdsclient.ErrNotFound) {
-		return c.removeOrphanFiles(ctx, id)
+		_, err := c.removeOrphanFiles(ctx, id)
+		return err
 	}
 	if errors.Is(err, ErrNotFound) {
 		return errorf(ErrFailedPrecondition, "refusing to delete: %v", err)

@@ -2,6 +2,7 @@ package rdscsi_test
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"strings"
 	"testing"
@@ -11,6 +12,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/srvlab/rds-csi/rdsclient"
 	"github.com/srvlab/rds-csi/rdsclient/rdstest"
 	"github.com/srvlab/rds-csi/rdscsi"
 )
@@ -208,5 +210,56 @@ func TestSnapshotCopyInterrupted(t *testing.T) {
 	}
 	if adds != 1 {
 		t.Errorf("%d copy commands", adds)
+	}
+}
+
+// TestCreateSnapshotOverOrphanFile: a DeleteSnapshot whose file removal
+// failed leaves the backing file behind, and creating the snapshot again
+// in the same clock second names the same file. No snapshot of that name
+// exists, so AlreadyExists (reserved by the spec for a snapshot of the
+// same name from another source) is wrong: the leftover, used by no disk,
+// is removed and the copy made once more, also in a directory where no
+// other disk of ours lives.
+func TestCreateSnapshotOverOrphanFile(t *testing.T) {
+	at := time.Date(2025, 11, 12, 8, 30, 15, 0, time.UTC)
+	e := newCtrlTestEnv(t, ctrlTestConfig{ctrlOpts: []rdscsi.ControllerOption{
+		rdscsi.WithClock(func() time.Time { return at }),
+	}})
+	ctx := context.Background()
+	v := ctrlTestMust(e.cc.CreateVolume(ctx, ctrlTestCreateReq("orphan-snap-src", 16*ctrlTestMiB)))(t).GetVolume()
+	for _, tc := range []struct {
+		name   string
+		params map[string]string
+		dir    string
+	}{
+		{"volume directory", nil, "storage-pool/k8s"},
+		{"directory of its own", map[string]string{rdscsi.ParamVolumePath: "/storage-pool/snaps"}, "storage-pool/snaps"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			req := &csi.CreateSnapshotRequest{Name: "orphaned " + tc.name, SourceVolumeId: v.VolumeId, Parameters: tc.params}
+			s := ctrlTestMust(e.cc.CreateSnapshot(ctx, req))(t).GetSnapshot()
+			file := ctrlTestMust(e.client.Disk(ctx, s.SnapshotId))(t).FilePath
+			remove := e.rds.Inject(rdstest.FailAlways(`^/file remove`, "failure: file is busy"))
+			_, err := e.cc.DeleteSnapshot(ctx, &csi.DeleteSnapshotRequest{SnapshotId: s.SnapshotId})
+			remove()
+			if err == nil {
+				t.Fatal("DeleteSnapshot succeeded while file removal fails")
+			}
+			if _, err := e.client.Disk(ctx, s.SnapshotId); !errors.Is(err, rdsclient.ErrNotFound) {
+				t.Fatalf("snapshot disk after the failed deletion: %v", err)
+			}
+			if !slices.Contains(e.fileNames(t, tc.dir), strings.TrimPrefix(file, "/")) {
+				t.Fatalf("backing file %s already gone: %v", file, e.fileNames(t, tc.dir))
+			}
+
+			again, err := e.cc.CreateSnapshot(ctx, req)
+			if err != nil {
+				t.Fatalf("CreateSnapshot over the file a failed deletion left: %v", err)
+			}
+			d := ctrlTestMust(e.client.Disk(ctx, again.Snapshot.SnapshotId))(t)
+			if again.Snapshot.SnapshotId != s.SnapshotId || again.Snapshot.SourceVolumeId != v.VolumeId || d.FilePath != file {
+				t.Errorf("snapshot %v on disk %+v, want %s of %s at %s", again.Snapshot, d, s.SnapshotId, v.VolumeId, file)
+			}
+		})
 	}
 }

@@ -7,6 +7,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/srvlab/rds-csi/internal/durable"
 )
 
 // stageRecordVersion is written into every record; a record of another
@@ -87,27 +89,10 @@ func (s stageStore) save(r *stageRecord) error {
 	if err != nil {
 		return fmt.Errorf("rdscsi: encoding stage record: %w", err)
 	}
-	final := s.path(r.VolumeID)
-	f, err := os.CreateTemp(s.dir, "."+r.VolumeID+".*.tmp")
-	if err != nil {
+	if err := durable.WriteFile(s.path(r.VolumeID), b, 0o600); err != nil {
 		return fmt.Errorf("rdscsi: writing stage record: %w", err)
 	}
-	tmp := f.Name()
-	_, err = f.Write(b)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, final)
-	}
-	if err != nil {
-		_ = os.Remove(tmp)
-		return fmt.Errorf("rdscsi: writing stage record: %w", err)
-	}
-	return syncDir(s.dir)
+	return nil
 }
 
 // remove deletes the record of volumeID; a missing record is success.
@@ -115,17 +100,8 @@ func (s stageStore) remove(volumeID string) error {
 	if err := os.Remove(s.path(volumeID)); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("rdscsi: removing stage record: %w", err)
 	}
-	return syncDir(s.dir)
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("rdscsi: syncing %s: %w", dir, err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("rdscsi: syncing %s: %w", dir, err)
+	if err := durable.SyncDir(s.dir); err != nil {
+		return fmt.Errorf("rdscsi: removing stage record: %w", err)
 	}
 	return nil
 }

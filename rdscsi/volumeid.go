@@ -1,10 +1,10 @@
 package rdscsi
 
 import (
-	"crypto/sha1"
-	"encoding/hex"
 	"path"
 	"strings"
+
+	"github.com/google/uuid"
 )
 
 // Volume and snapshot IDs are RDS slots: a fixed prefix and a lowercase
@@ -27,35 +27,18 @@ const (
 	atInfix = ".at-"
 )
 
-// Name-based UUIDs (RFC 9562 version 5 layout) under fixed namespaces, so
-// the same CO name always maps to the same slot, across restarts and
+// Name-based UUIDs (RFC 9562 version 5) under fixed namespaces, so the
+// same CO name always maps to the same slot, across restarts and
 // replicas, and volume and snapshot names never collide.
 var (
-	volumeNamespace   = [16]byte{0x6b, 0x1e, 0x3c, 0x52, 0x0f, 0x4a, 0x4d, 0x57, 0x9b, 0x3f, 0x52, 0x64, 0x73, 0x2d, 0x63, 0x73}
-	snapshotNamespace = [16]byte{0x6b, 0x1e, 0x3c, 0x52, 0x0f, 0x4a, 0x4d, 0x57, 0x9b, 0x3f, 0x52, 0x64, 0x73, 0x2d, 0x73, 0x6e}
+	volumeNamespace   = uuid.UUID{0x6b, 0x1e, 0x3c, 0x52, 0x0f, 0x4a, 0x4d, 0x57, 0x9b, 0x3f, 0x52, 0x64, 0x73, 0x2d, 0x63, 0x73}
+	snapshotNamespace = uuid.UUID{0x6b, 0x1e, 0x3c, 0x52, 0x0f, 0x4a, 0x4d, 0x57, 0x9b, 0x3f, 0x52, 0x64, 0x73, 0x2d, 0x73, 0x6e}
 )
 
-// nameUUID returns the version-5 style UUID of name in namespace ns, in
-// its lowercase 8-4-4-4-12 text form.
-func nameUUID(ns [16]byte, name string) string {
-	h := sha1.New()
-	h.Write(ns[:])
-	h.Write([]byte(name))
-	var u [16]byte
-	copy(u[:], h.Sum(nil))
-	u[6] = u[6]&0x0f | 0x50 // version 5
-	u[8] = u[8]&0x3f | 0x80 // RFC 9562 variant
-	var b [36]byte
-	hex.Encode(b[0:8], u[0:4])
-	b[8] = '-'
-	hex.Encode(b[9:13], u[4:6])
-	b[13] = '-'
-	hex.Encode(b[14:18], u[6:8])
-	b[18] = '-'
-	hex.Encode(b[19:23], u[8:10])
-	b[23] = '-'
-	hex.Encode(b[24:], u[10:])
-	return string(b[:])
+// nameUUID returns the version-5 UUID of name in namespace ns, in its
+// lowercase 8-4-4-4-12 text form.
+func nameUUID(ns uuid.UUID, name string) string {
+	return uuid.NewSHA1(ns, []byte(name)).String()
 }
 
 // isUUID reports whether s is a lowercase 8-4-4-4-12 hex UUID.
