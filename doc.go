@@ -17,6 +17,11 @@
 //   - rdscsi: CSI Identity, Controller and Node servers that register on the
 //     caller's gRPC server, plus interceptors for logging without secrets,
 //     metrics and per-volume serialization.
+//   - rdscsi/nvme: the node's NVMe connector (Target, Connector, Rescanner,
+//     error classes) and its NVMe/TCP implementation over nvme-cli and
+//     sysfs, free of CSI and gRPC imports.
+//   - rdscsi/rdscsitest: test helpers for the CSI side, such as a connector
+//     that attaches rdstest's disks as loop devices.
 //   - metrics: a small Recorder interface, a no-op, and an OpenTelemetry
 //     implementation whose gauges are computed from the attachment manager.
 //

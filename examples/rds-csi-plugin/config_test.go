@@ -5,10 +5,14 @@ import (
 	"flag"
 	"maps"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/container-storage-interface/spec/lib/go/csi"
 
 	"github.com/srvlab/rds-csi/rdscsi"
 )
@@ -68,10 +72,20 @@ func TestParseConfigErrors(t *testing.T) {
 		env  []string
 		want string
 	}{
-		{"unknown flag", []string{"--bogus"}, nil, "flag provided but not defined: -bogus"},
+		{"unknown flag", []string{"--bogus"}, nil, "unknown flag --bogus (see --help)"},
+		{"flag without value", []string{"--mode"}, nil, "--mode needs a value (see --help)"},
+		// Go's own message is `invalid value "5" for flag
+		// -rds-dial-timeout: parse error`.
+		{"duration without unit", []string{"--rds-dial-timeout", "5"}, nil, `--rds-dial-timeout: want a duration with its unit, such as 15s or 1m, got "5"`},
+		{"bool", []string{"--simulate=perhaps"}, nil, `--simulate: want true or false, got "perhaps"`},
+		{"bool from env", nil, []string{"RDS_CSI_SIMULATE", "perhaps"}, `RDS_CSI_SIMULATE: want true or false, got "perhaps"`},
+		{"metrics port alone", []string{"--simulate", "--metrics-address", "9091"}, nil, `--metrics-address: want host:port, got "9091"; to listen on every address use ":9091"`},
+		{"metrics port alone from env", []string{"--simulate"}, []string{"RDS_CSI_METRICS_ADDRESS", "9091"}, `RDS_CSI_METRICS_ADDRESS: want host:port, got "9091"; to listen on every address use ":9091"`},
+		{"metrics address without port", []string{"--simulate", "--metrics-address", "localhost"}, nil, `--metrics-address: want host:port such as :9090 or 127.0.0.1:9090, got "localhost"`},
+		{"volume path is a pool", []string{"--simulate", "--volume-path", "/storage-pool"}, nil, `--volume-path: must be a directory below a pool on the RDS, such as /storage-pool/k8s, got "/storage-pool"`},
 		{"mode", []string{"--mode", "both"}, nil, `--mode: must be controller, node or all, got "both"`},
 		{"mode from env", nil, []string{"RDS_CSI_MODE", "both"}, `RDS_CSI_MODE: must be controller, node or all`},
-		{"duration from env", nil, []string{"RDS_CSI_RDS_DIAL_TIMEOUT", "soon"}, `invalid value "soon" for RDS_CSI_RDS_DIAL_TIMEOUT`},
+		{"duration from env", nil, []string{"RDS_CSI_RDS_DIAL_TIMEOUT", "5"}, `RDS_CSI_RDS_DIAL_TIMEOUT: want a duration with its unit, such as 15s or 1m, got "5"`},
 		{"log format", []string{"--simulate", "--log-format", "xml"}, nil, "--log-format: must be text or json"},
 		{"no address", []string{"--mode", "controller"}, nil, "--rds-address is required"},
 		{"no key", []string{"--rds-address", "h"}, nil, "--rds-key-file is required"},
@@ -82,7 +96,43 @@ func TestParseConfigErrors(t *testing.T) {
 		{"bad address", []string{"--rds-address", "a b", "--rds-key-file", "k", "--rds-host-key", "x"}, nil, "--rds-address: not a host[:port] address"},
 		{"negative max volumes", []string{"--simulate", "--max-volumes", "-1"}, nil, "--max-volumes: must be 0 (no limit) or positive, got -1"},
 		{"negative max volumes from env", []string{"--simulate"}, []string{"RDS_CSI_MAX_VOLUMES", "-3"}, "RDS_CSI_MAX_VOLUMES: must be 0 (no limit) or positive, got -3"},
-		{"max volumes not a number", []string{"--simulate"}, []string{"RDS_CSI_MAX_VOLUMES", "many"}, `invalid value "many" for RDS_CSI_MAX_VOLUMES`},
+		{"max volumes not a number", []string{"--simulate"}, []string{"RDS_CSI_MAX_VOLUMES", "many"}, `RDS_CSI_MAX_VOLUMES: want a whole number, got "many"`},
+		// Values that rdscsi's constructors refused only after the RDS
+		// was dialled, naming rdscsi's parameter instead of the flag:
+		// `controller: rdscsi: invalid argument: nvmeAddress "a b" ...`.
+		{"nvme address", []string{"--simulate", "--nvme-address", "a b"}, nil, `--nvme-address: want an IP address or host name, such as 10.0.0.5 or rds.example.com, got "a b"`},
+		{"nvme address from env", []string{"--simulate"}, []string{"RDS_CSI_NVME_ADDRESS", "rds_1.lan"}, `RDS_CSI_NVME_ADDRESS: want an IP address or host name`},
+		{"nvme address with port", []string{"--simulate", "--nvme-address", "10.0.0.5:4420"}, nil,
+			`--nvme-address: want an address without a port, got "10.0.0.5:4420"; give the port with --nvme-port: --nvme-address 10.0.0.5 --nvme-port 4420`},
+		{"nvme IPv6 address with port", []string{"--simulate", "--nvme-address", "[fd00::5]:4421"}, nil, `give the port with --nvme-port: --nvme-address fd00::5 --nvme-port 4421`},
+		{"nvme port zero", []string{"--simulate", "--nvme-port", "0"}, nil, "--nvme-port: want a TCP port from 1 to 65535, such as 4420, got 0"},
+		{"nvme port too big", []string{"--simulate"}, []string{"RDS_CSI_NVME_PORT", "70000"}, "RDS_CSI_NVME_PORT: want a TCP port from 1 to 65535, such as 4420, got 70000"},
+		{"nvme port not a number", []string{"--simulate", "--nvme-port", "nvme"}, nil, `--nvme-port: want a whole number, got "nvme"`},
+		{"rds host unusable for nvme", []string{"--rds-address", "rds_1.lan:22", "--rds-key-file", "k", "--rds-host-key", "x"}, nil,
+			`--rds-address: its host "rds_1.lan" is not an IP address or host name NVMe/TCP can use; set --nvme-address, such as --nvme-address 10.0.0.5`},
+		{"volume path characters", []string{"--simulate", "--volume-path", "/storage-pool/k 8s"}, nil,
+			`--volume-path: want at most 200 characters of letters, digits, '.', '_', '-' and '/', without . or .. components, such as /storage-pool/k8s, got "/storage-pool/k 8s"`},
+		{"volume path dot-dot", []string{"--simulate"}, []string{"RDS_CSI_VOLUME_PATH", "/storage-pool/../etc"}, `RDS_CSI_VOLUME_PATH: want at most 200 characters`},
+		{"volume path too long", []string{"--simulate", "--volume-path", "/storage-pool/" + strings.Repeat("v", 200)}, nil, `--volume-path: want at most 200 characters`},
+		// Caught by NewIdentityServer, after the RDS dial.
+		{"driver name", []string{"--simulate", "--driver-name", "rds csi"}, nil, `--driver-name: want a domain name of at most 63 characters, such as rds.csi.srvlab.io, got "rds csi"`},
+		{"driver name too long", []string{"--simulate", "--driver-name", strings.Repeat("d", 64)}, nil, `--driver-name: want a domain name of at most 63 characters`},
+		{"driver name from env", []string{"--simulate"}, []string{"RDS_CSI_DRIVER_NAME", "-csi"}, `RDS_CSI_DRIVER_NAME: want a domain name`},
+		{"empty driver name", []string{"--simulate", "--driver-name", ""}, nil, `--driver-name: want a domain name of at most 63 characters, such as rds.csi.srvlab.io, got ""`},
+		// Caught by rdscsi.Listen, after the RDS dial.
+		{"endpoint without scheme", []string{"--simulate", "--endpoint", "/csi/csi.sock"}, nil,
+			`--endpoint: want unix:///path/to/socket or tcp://host:port, such as unix:///csi/csi.sock or tcp://127.0.0.1:10000, got "/csi/csi.sock"`},
+		{"endpoint relative socket", []string{"--simulate", "--endpoint", "unix://csi.sock"}, nil, `--endpoint: want unix:///path/to/socket`},
+		{"endpoint without port", []string{"--simulate"}, []string{"RDS_CSI_ENDPOINT", "tcp://localhost"}, `RDS_CSI_ENDPOINT: want unix:///path/to/socket`},
+		{"empty endpoint", []string{"--simulate", "--endpoint", ""}, nil, `--endpoint: want unix:///path/to/socket`},
+		// Caught by rdsclient.Dial, without the flag's name.
+		{"rds user with space", []string{"--rds-address", "h", "--rds-key-file", "k", "--rds-host-key", "x", "--rds-user", "ad min"}, nil,
+			`--rds-user: want a RouterOS user name without spaces, such as admin, got "ad min"`},
+		{"empty rds user", []string{"--rds-address", "h", "--rds-key-file", "k", "--rds-host-key", "x", "--rds-user", ""}, nil, `--rds-user: want a RouterOS user name`},
+		// Caught by NewNodeServer, after the state directory was
+		// created relative to the working directory.
+		{"relative node state dir", []string{"--mode", "node", "--node-id", "n", "--node-state-dir", "node"}, nil,
+			`--node-state-dir: must be an absolute path, such as /var/lib/rds-csi/node, got "node"`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -94,6 +144,186 @@ func TestParseConfigErrors(t *testing.T) {
 				t.Fatalf("error spans several lines: %q", err)
 			}
 		})
+	}
+}
+
+// The wrapping that rephrases refused values keeps bool flags usable
+// without a value, and good values of every type parse.
+func TestParseConfigCheckedValues(t *testing.T) {
+	c, err := parseConfig([]string{"--simulate", "--rds-dial-timeout", "1m30s", "--max-volumes", "7",
+		"--metrics-address", "[::1]:9091"}, envOf())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.simulate || c.rdsDialTimeout != 90*time.Second || c.maxVolumes != 7 || c.metricsAddress != "[::1]:9091" {
+		t.Fatalf("parsed %+v", c)
+	}
+	if c.nvmePort != rdscsi.DefaultNVMePort {
+		t.Errorf("default --nvme-port %d, want %d", c.nvmePort, rdscsi.DefaultNVMePort)
+	}
+}
+
+// The checks that stand in for rdscsi's at start refuse nothing the
+// driver takes.
+func TestParseConfigGoodValues(t *testing.T) {
+	real := []string{"--rds-key-file", "k", "--rds-host-key", "x"}
+	for _, args := range [][]string{
+		{"--simulate", "--nvme-address", "10.0.0.5", "--nvme-port", "4421"},
+		{"--simulate", "--nvme-address", "fd00::5", "--nvme-port", "65535"},
+		{"--simulate", "--nvme-address", "rds.example.com", "--volume-path", "/storage-pool/k8s/sub_dir-1.v2/"},
+		{"--simulate", "--driver-name", "a.b-c.example.com", "--endpoint", "unix:/tmp/csi.sock"},
+		{"--simulate", "--endpoint", "tcp://127.0.0.1:10000"},
+		{"--simulate", "--endpoint", "tcp://:10000"},
+		{"--simulate", "--endpoint", "UNIX:///tmp/csi.sock"},
+		append([]string{"--rds-address", "[fd00::5]:2222", "--rds-user", "csi+ct"}, real...),
+		append([]string{"--rds-address", "rds_1.lan", "--nvme-address", "10.0.0.5"}, real...),
+		{"--mode", "node", "--node-id", "n", "--node-state-dir", "/run/rds-csi/node"},
+	} {
+		if _, err := parseConfig(args, envOf()); err != nil {
+			t.Errorf("%q: %v", args, err)
+		}
+	}
+
+	// A relative --simulate-dir is made absolute: the node's stage
+	// records go below it, in a directory rdscsi wants absolute.
+	c, err := parseConfig([]string{"--simulate", "--simulate-dir", "sim"}, envOf())
+	if err != nil {
+		t.Fatal(err)
+	}
+	wd, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := filepath.Join(wd, "sim"); c.simulateDir != want {
+		t.Errorf("--simulate-dir sim became %q, want %q", c.simulateDir, want)
+	}
+}
+
+// --nvme-address and --nvme-port are what volumes are created with.
+func TestNVMeFlagsReachVolumeContext(t *testing.T) {
+	dir := t.TempDir()
+	s := startServing(t, nil, "--simulate", "--mode", "controller", "--node-id", "n1", "--log-format", "json",
+		"--endpoint", "unix://"+filepath.Join(dir, "csi.sock"), "--nvme-address", "rds.example.com", "--nvme-port", "4421")
+	vol := createVolume(t, csi.NewControllerClient(s.conn), "nvme-flags")
+	vc := vol.GetVolumeContext()
+	if vc[rdscsi.ParamNVMeAddress] != "rds.example.com" || vc[rdscsi.ParamNVMePort] != "4421" {
+		t.Errorf("volume context %v, want nvmeAddress rds.example.com and nvmePort 4421", vc)
+	}
+	s.signal(syscall.SIGTERM)
+	if code := s.wait(10 * time.Second); code != 0 {
+		t.Fatalf("exit code after SIGTERM = %d, want 0", code)
+	}
+}
+
+// Every endpoint the start refuses, rdscsi.Listen refuses too: the check
+// only brings the error forward, before the RDS is dialled.
+func TestCheckEndpointAgreesWithListen(t *testing.T) {
+	for _, ep := range []string{"", "/csi/csi.sock", "csi.sock", "unix://csi.sock", "unix:csi.sock", "tcp://", "tcp:///x",
+		"http://127.0.0.1:1", "tcp://localhost", "tcp://127.0.0.1:1/x"} {
+		if checkEndpoint(ep) == nil {
+			t.Errorf("checkEndpoint(%q) accepted it", ep)
+			continue
+		}
+		l, err := rdscsi.Listen(ep)
+		if err == nil {
+			l.Close()
+			t.Errorf("rdscsi.Listen(%q) accepted what the start refuses", ep)
+		}
+	}
+}
+
+// A --node-state-dir the node cannot write stops the start with the flag
+// named, instead of failing every NodeStageVolume later.
+func TestCheckNodeStateDir(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "file")
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c := &config{nodeStateDir: filepath.Join(dir, "ok", "node"), source: map[string]string{}}
+	if err := c.checkNodeStateDir(); err != nil {
+		t.Fatalf("writable directory: %v", err)
+	}
+	if ents, err := os.ReadDir(c.nodeStateDir); err != nil || len(ents) != 0 {
+		t.Fatalf("the check left %v behind (%v)", ents, err)
+	}
+
+	c = &config{nodeStateDir: filepath.Join(file, "node"), source: map[string]string{"node-state-dir": "RDS_CSI_NODE_STATE_DIR"}}
+	err := c.checkNodeStateDir()
+	want := "RDS_CSI_NODE_STATE_DIR: the node cannot write its stage records in " + c.nodeStateDir + ": "
+	if err == nil || !strings.HasPrefix(err.Error(), want) {
+		t.Fatalf("parent is a file: got %v, want an error starting %q", err, want)
+	}
+
+	// A directory that exists but is read-only: MkdirAll succeeds, the
+	// write does not. chmod does not stop root, a read-only mount does.
+	t.Run("read-only", func(t *testing.T) {
+		ro := filepath.Join(dir, "ro")
+		if err := os.Mkdir(ro, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if os.Geteuid() == 0 {
+			if err := syscall.Mount("tmpfs", ro, "tmpfs", syscall.MS_RDONLY, "size=1m"); err != nil {
+				t.Skipf("mounting a read-only tmpfs: %v", err)
+			}
+			t.Cleanup(func() { syscall.Unmount(ro, syscall.MNT_DETACH) })
+		} else if err := os.Chmod(ro, 0o500); err != nil {
+			t.Fatal(err)
+		}
+		c := &config{nodeStateDir: ro, source: map[string]string{"node-state-dir": "--node-state-dir"}}
+		err := c.checkNodeStateDir()
+		want := "--node-state-dir: the node cannot write its stage records in " + ro + ": "
+		if err == nil || !strings.HasPrefix(err.Error(), want) {
+			t.Fatalf("got %v, want an error starting %q", err, want)
+		}
+	})
+}
+
+// The default endpoint's directory (/csi, a pod's shared volume) is
+// missing on a workstation: the error names the value used, though no
+// flag set it, and the way out.
+func TestListenError(t *testing.T) {
+	c, err := parseConfig([]string{"--simulate"}, envOf())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.endpoint = "unix://" + filepath.Join(t.TempDir(), "absent", "csi.sock")
+	_, lerr := rdscsi.Listen(c.endpoint)
+	if lerr == nil {
+		t.Fatal("listening in a missing directory succeeded")
+	}
+	got := c.listenError(lerr).Error()
+	for _, want := range []string{"--endpoint (default " + c.endpoint + "): ", "no such file or directory",
+		"--endpoint unix:///tmp/rds-csi.sock"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("error %q does not contain %q", got, want)
+		}
+	}
+	c.source["endpoint"] = "RDS_CSI_ENDPOINT"
+	if got := c.listenError(lerr).Error(); !strings.HasPrefix(got, "RDS_CSI_ENDPOINT: ") {
+		t.Errorf("endpoint from the environment: %q", got)
+	}
+}
+
+// Each flag's entry in --help shows one default: a usage string that says
+// "(default ...)" itself must not get the flag's default appended too.
+func TestUsageOneDefaultPerFlag(t *testing.T) {
+	var out strings.Builder
+	usage(&out)
+	entries := regexp.MustCompile(`(?m)^  --`).Split(out.String(), -1)[1:]
+	var c config
+	n := 0
+	newFlagSet(&c).VisitAll(func(*flag.Flag) { n++ })
+	if len(entries) != n {
+		t.Fatalf("usage has %d flag entries, the plugin %d flags:\n%s", len(entries), n, out.String())
+	}
+	for _, e := range entries {
+		if k := strings.Count(strings.ToLower(e), "default"); k > 1 {
+			t.Errorf("--%s shows %d defaults", strings.TrimSpace(e), k)
+		}
+	}
+	if !strings.Contains(out.String(), `(default "`+defaultStateFile+`")`) {
+		t.Errorf("usage lacks --state-file's default:\n%s", out.String())
 	}
 }
 
@@ -228,34 +458,6 @@ func TestREADMEFlagsTable(t *testing.T) {
 	}
 }
 
-// The embedding snippet in the README is the body of Example_embed, which
-// the compiler checks.
-func TestREADMEEmbedSnippet(t *testing.T) {
-	doc := readme(t)
-	_, after, ok := strings.Cut(doc, "## Embedding")
-	if !ok {
-		t.Fatal("README has no embedding section")
-	}
-	_, code, ok := strings.Cut(after, "```go\n")
-	if !ok {
-		t.Fatal("embedding section has no go code block")
-	}
-	code, _, _ = strings.Cut(code, "```")
-	src, err := os.ReadFile("example_test.go")
-	if err != nil {
-		t.Fatal(err)
-	}
-	have := map[string]bool{}
-	for l := range strings.SplitSeq(string(src), "\n") {
-		have[strings.TrimSpace(l)] = true
-	}
-	for l := range strings.SplitSeq(code, "\n") {
-		if l = strings.TrimSpace(l); l != "" && !have[l] {
-			t.Errorf("README line not in Example_embed: %s", l)
-		}
-	}
-}
-
 // Every flag can be set from its RDS_CSI_* variable, with one exception:
 // --version, which acts instead of configuring (noEnv).
 func TestEveryFlagHasEnvironmentFallback(t *testing.T) {
@@ -268,9 +470,9 @@ func TestEveryFlagHasEnvironmentFallback(t *testing.T) {
 		"driver-name": "env.csi.example.com", "rds-address": "10.0.0.9", "rds-user": "csi",
 		"rds-key-file": "/etc/env/key", "rds-known-hosts": "/etc/env/known_hosts",
 		"rds-host-key": "ssh-ed25519 AAAA", "rds-dial-timeout": "3s", "volume-path": "/env-pool/k8s",
-		"state-file": "/var/lib/env/attachments.json", "node-state-dir": "/var/lib/env/node",
+		"state-file": "/var/lib/env/attachments.log", "node-state-dir": "/var/lib/env/node",
 		"metrics-address": ":9999", "log-format": "json", "log-level": "debug", "known-nodes": "a,b",
-		"nvme-address": "10.0.0.8", "simulate": "true", "simulate-dir": "/tmp/env-sim", "max-volumes": "7",
+		"nvme-address": "10.0.0.8", "nvme-port": "4421", "simulate": "true", "simulate-dir": "/tmp/env-sim", "max-volumes": "7",
 		"state-truncate-at-corruption": "true",
 	}
 	var all []string

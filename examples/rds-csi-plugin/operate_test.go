@@ -32,7 +32,7 @@ func TestCrashLoop(t *testing.T) {
 		"--mode", "controller",
 		"--endpoint", "unix://" + filepath.Join(dir, "csi.sock"),
 		"--metrics-address", "127.0.0.1:0",
-		"--state-file", filepath.Join(dir, "attachments.json"),
+		"--state-file", filepath.Join(dir, "attachments.log"),
 		"--node-id", "node-a",
 		"--log-format", "json",
 	}
@@ -84,7 +84,7 @@ func TestCrashLoop(t *testing.T) {
 // moment ago may not be reaped yet) and used once it is released.
 func TestStateFileLockIsWaitedFor(t *testing.T) {
 	dir := t.TempDir()
-	state := filepath.Join(dir, "attachments.json")
+	state := filepath.Join(dir, "attachments.log")
 	held, err := attach.NewFileStore(state)
 	if err != nil {
 		t.Fatal(err)
@@ -116,7 +116,7 @@ func TestStateFileLockIsWaitedFor(t *testing.T) {
 // process promptly with exit 0: stopping is what was asked.
 func TestSIGTERMDuringStartup(t *testing.T) {
 	dir := t.TempDir()
-	state := filepath.Join(dir, "attachments.json")
+	state := filepath.Join(dir, "attachments.log")
 	held, err := attach.NewFileStore(state)
 	if err != nil {
 		t.Fatal(err)
@@ -207,7 +207,7 @@ func TestRealRDSConnection(t *testing.T) {
 		sub := t.TempDir()
 		return append([]string{"--mode", "controller", "--node-id", "n1", "--log-format", "json",
 			"--endpoint", "unix://" + filepath.Join(sub, "csi.sock"),
-			"--state-file", filepath.Join(sub, "attachments.json"),
+			"--state-file", filepath.Join(sub, "attachments.log"),
 			"--rds-address", srv.Addr(), "--volume-path", "/" + rdstest.DefaultPool + "/k8s"}, extra...)
 	}
 
@@ -302,7 +302,7 @@ func checkOneErrorLine(t *testing.T, out string, want ...string) {
 // damage, and says at error level what it dropped.
 func TestCorruptStateFile(t *testing.T) {
 	dir := t.TempDir()
-	state := filepath.Join(dir, "attachments.json")
+	state := filepath.Join(dir, "attachments.log")
 	store, err := attach.NewFileStore(state)
 	if err != nil {
 		t.Fatal(err)
@@ -343,6 +343,13 @@ func TestCorruptStateFile(t *testing.T) {
 	rec := p.waitLog("attach: truncating corrupt log as asked: valid records after the damage are lost", 30*time.Second)
 	if rec["level"] != "ERROR" || rec["valid_records_dropped"] != float64(2) {
 		t.Errorf("truncation record = %v, want level ERROR and 2 valid records dropped", rec)
+	}
+	// It says what it does to the file, not what a refused open does.
+	if d, _ := rec["damage"].(string); !strings.Contains(d, "2 valid records follow") || !strings.Contains(d, "the log is cut at the damaged record") {
+		t.Errorf("truncation record's damage = %q, want where the damage is and that the log is cut there", d)
+	}
+	if strings.Contains(fmt.Sprint(rec), "left as it is") {
+		t.Errorf("truncation record says the file is left as it is: %v", rec)
 	}
 	p.waitLog("rds-csi-plugin: serving", 30*time.Second)
 	p.signal(syscall.SIGTERM)

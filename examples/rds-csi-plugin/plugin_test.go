@@ -312,7 +312,7 @@ func TestLifecycleAndRestart(t *testing.T) {
 		"--mode", "all",
 		"--endpoint", "unix://" + filepath.Join(dir, "csi.sock"),
 		"--metrics-address", "127.0.0.1:0",
-		"--state-file", filepath.Join(dir, "state", "attachments.json"),
+		"--state-file", filepath.Join(dir, "state", "attachments.log"),
 		"--node-id", "node-a",
 		"--known-nodes", "node-b, node-c",
 		"--log-format", "json",
@@ -338,6 +338,14 @@ func TestLifecycleAndRestart(t *testing.T) {
 	const want = 2
 	if got := scrapeGauge(t, s.metricsURL, activeGauge); got != want {
 		t.Fatalf("%s = %v, want %d", activeGauge, got, want)
+	}
+	// The Manager's refusal reaches the recorder through its observer.
+	if _, err := publish(t, ctrl, v2, "node-c"); status.Code(err) != codes.FailedPrecondition {
+		t.Fatalf("publish to a second node: got %v, want FailedPrecondition", err)
+	}
+	if mf := scrapeAll(t, s.metricsURL)["rds_csi_attachment_conflicts_total"]; len(mf.GetMetric()) != 1 ||
+		mf.GetMetric()[0].GetCounter().GetValue() != 1 {
+		t.Fatalf("rds_csi_attachment_conflicts_total = %v, want 1", mf)
 	}
 
 	if ok, why := loopAvailable(); ok {
@@ -548,7 +556,7 @@ func TestBadConfiguration(t *testing.T) {
 	sock := "unix://" + filepath.Join(dir, "csi.sock")
 	rds := func(extra ...string) []string {
 		return append([]string{"--endpoint", sock, "--mode", "controller",
-			"--state-file", filepath.Join(t.TempDir(), "attachments.json")}, extra...)
+			"--state-file", filepath.Join(t.TempDir(), "attachments.log")}, extra...)
 	}
 
 	cases := []struct {
@@ -557,7 +565,15 @@ func TestBadConfiguration(t *testing.T) {
 		args []string
 		want []string
 	}{
-		{"bad flag", nil, []string{"--no-such-flag"}, []string{"flag provided but not defined", "no-such-flag"}},
+		{"bad flag", nil, []string{"--no-such-flag"}, []string{"unknown flag --no-such-flag"}},
+		{"duration without unit", nil, []string{"--simulate", "--rds-dial-timeout", "5"},
+			[]string{"--rds-dial-timeout: want a duration with its unit, such as 15s"}},
+		{"metrics port alone", nil, []string{"--simulate", "--endpoint", sock, "--metrics-address", "9091"},
+			[]string{"--metrics-address", `use ":9091"`}},
+		{"node state dir under a file", nil, []string{"--mode", "node", "--node-id", "n1", "--endpoint", sock,
+			"--node-state-dir", filepath.Join(notKey, "node")}, []string{"--node-state-dir: the node cannot write its stage records in " + filepath.Join(notKey, "node")}},
+		{"socket directory missing", []string{"RDS_CSI_ENDPOINT=unix://" + filepath.Join(dir, "absent", "csi.sock")}, []string{"--simulate"},
+			[]string{"RDS_CSI_ENDPOINT: ", "create the socket's directory"}},
 		{"stray argument", nil, []string{"--simulate", "extra"}, []string{`unexpected argument "extra"`}},
 		{"bad mode", nil, []string{"--mode", "sideways"}, []string{"--mode", "controller, node or all", "sideways"}},
 		{"bad mode from env", []string{"RDS_CSI_MODE=sideways"}, nil, []string{"RDS_CSI_MODE", "sideways"}},

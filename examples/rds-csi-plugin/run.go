@@ -19,6 +19,7 @@ import (
 	"github.com/srvlab/rds-csi/metrics"
 	"github.com/srvlab/rds-csi/rdsclient"
 	"github.com/srvlab/rds-csi/rdscsi"
+	"github.com/srvlab/rds-csi/rdscsi/nvme"
 )
 
 // version is set at link time (-ldflags "-X main.version=v1.2.3");
@@ -64,7 +65,6 @@ type plugin struct {
 	manager *attach.Manager
 	runDone chan struct{} // closed when the Manager's Run returns
 	rec     *metrics.OTel
-	events  *eventForwarder
 	serving bool // startup succeeded: a final metrics export is worth it
 }
 
@@ -101,7 +101,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}
 	}
 
-	p := &plugin{events: &eventForwarder{}}
+	p := &plugin{}
 	defer func() {
 		if cerr := p.close(logger); cerr != nil && err == nil {
 			err = cerr
@@ -116,26 +116,23 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 
 	var disks rdscsi.Disks
-	var connector rdscsi.Connector
+	var connector nvme.Connector
 	if c.simulate {
 		if p.sim, err = startSimulation(c, getenv, logger); err != nil {
 			return err
 		}
 	}
 
+	// The recorder before what reports to it: the attachment state
+	// registers its gauges and events on it once loaded.
+	if p.rec, err = metrics.NewOTel(p.tel.mp, metrics.WithLogger(logger)); err != nil {
+		return err
+	}
 	if c.hasController() {
 		if err := p.openAttachments(ctx, c, logger); err != nil {
 			return err
 		}
 	}
-	var counts metrics.CountSource
-	if p.manager != nil {
-		counts = p.manager
-	}
-	if p.rec, err = metrics.NewOTel(p.tel.mp, counts, metrics.WithLogger(logger)); err != nil {
-		return err
-	}
-	p.events.set(p.rec)
 
 	if c.hasController() {
 		if p.client, err = p.dial(ctx, c, rdsConfig, logger); err != nil {
@@ -145,9 +142,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	if c.hasNode() {
 		if p.sim != nil {
-			connector = p.sim.connector()
+			connector = p.sim.connector(logger)
 		} else {
-			connector = rdscsi.NewNVMeConnector()
+			connector = nvme.NewTCPConnector()
 		}
 	}
 
@@ -157,7 +154,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	lis, err := rdscsi.Listen(c.endpoint)
 	if err != nil {
-		return fmt.Errorf("%s: %w", c.src("endpoint"), err)
+		return c.listenError(err)
 	}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(lis) }()
@@ -216,8 +213,8 @@ func stopGracefully(srv *grpc.Server, logger *slog.Logger) {
 	}
 }
 
-// openAttachments loads the attachment state and starts the Manager's
-// migration timer.
+// openAttachments loads the attachment state, has p.rec observe it and
+// starts the Manager's migration timer.
 func (p *plugin) openAttachments(ctx context.Context, c *config, logger *slog.Logger) (err error) {
 	if err := os.MkdirAll(filepath.Dir(c.stateFile), 0o750); err != nil {
 		return fmt.Errorf("%s: %w", c.src("state-file"), err)
@@ -234,11 +231,13 @@ func (p *plugin) openAttachments(ctx context.Context, c *config, logger *slog.Lo
 		}
 		return fmt.Errorf("%s: %w", c.src("state-file"), err)
 	}
-	p.manager, err = attach.NewManager(ctx, p.store,
-		attach.WithLogger(logger.With("component", "attach")),
-		attach.WithObserver(p.events.event))
+	p.manager, err = attach.NewManager(ctx, p.store, attach.WithLogger(logger.With("component", "attach")))
 	if err != nil {
 		return fmt.Errorf("%s: %w", c.src("state-file"), err)
+	}
+	// NewManager fires no events: nothing is missed before this.
+	if err := p.rec.ObserveAttachments(p.manager); err != nil {
+		return err
 	}
 	p.runDone = make(chan struct{})
 	go func() {
@@ -283,12 +282,12 @@ func (p *plugin) dial(ctx context.Context, c *config, cfg *rdsclient.Config, log
 	if p.sim != nil {
 		addr, cfg = p.sim.srv.Addr(), p.sim.srv.ClientConfig()
 	}
-	cfg.DialTimeout = c.rdsDialTimeout
 	dctx, cancel := context.WithTimeout(ctx, c.rdsDialTimeout)
 	defer cancel()
 	client, err := rdsclient.Dial(dctx, addr, cfg,
 		rdsclient.WithLogger(logger.With("component", "rdsclient")),
-		rdsclient.WithObserver(p.rec))
+		rdsclient.WithObserver(p.rec),
+		rdsclient.WithDialTimeout(c.rdsDialTimeout))
 	if err != nil {
 		return nil, fmt.Errorf("connecting to the RDS at %s: %w", addr, err)
 	}
@@ -335,8 +334,8 @@ func clientConfig(c *config) (*rdsclient.Config, error) {
 // grpcServer builds the CSI services and the gRPC server with its
 // interceptor chain: logging (secrets stripped) -> metrics -> per-volume
 // serialization.
-func (p *plugin) grpcServer(c *config, ver string, disks rdscsi.Disks, connector rdscsi.Connector, logger *slog.Logger) (*grpc.Server, error) {
-	serialize, _ := rdscsi.SerializeInterceptor()
+func (p *plugin) grpcServer(c *config, ver string, disks rdscsi.Disks, connector nvme.Connector, logger *slog.Logger) (*grpc.Server, error) {
+	serialize := rdscsi.SerializeInterceptor()
 	srv := grpc.NewServer(grpc.ChainUnaryInterceptor(
 		rdscsi.LoggingInterceptor(logger.With("component", "grpc")),
 		rdscsi.MetricsInterceptor(p.rec),
@@ -351,12 +350,13 @@ func (p *plugin) grpcServer(c *config, ver string, disks rdscsi.Disks, connector
 			rdscsi.WithRecorder(p.rec),
 			rdscsi.WithVolumePath(c.volumePath),
 			rdscsi.WithNVMeAddress(c.nvmeAddressFor(p.sim)),
+			rdscsi.WithNVMePort(c.nvmePort),
 			rdscsi.WithNodeLookup(func(_ context.Context, nodeID string) (bool, error) {
 				return known[nodeID], nil
 			}),
 			// The limit the nodes report (same flag on every node), held
 			// even for a CO that does not enforce it.
-			rdscsi.WithMaxVolumesPerNode(c.maxVolumes),
+			rdscsi.WithMaxVolumesPerNode(int64(c.maxVolumes)),
 		)
 		if err != nil {
 			return nil, fmt.Errorf("controller: %w", err)
@@ -366,18 +366,25 @@ func (p *plugin) grpcServer(c *config, ver string, disks rdscsi.Disks, connector
 		idOpts = []rdscsi.IdentityOption{rdscsi.WithController(ctrl)}
 	}
 	if c.hasNode() {
+		if err := c.checkNodeStateDir(); err != nil {
+			return nil, err
+		}
 		node, err := rdscsi.NewNodeServer(c.nodeID, connector,
-			rdscsi.WithNodeLogger(logger.With("component", "node")),
-			rdscsi.WithNodeRecorder(p.rec),
+			rdscsi.WithLogger(logger.With("component", "node")),
+			rdscsi.WithRecorder(p.rec),
 			rdscsi.WithStateDir(c.nodeStateDir),
-			rdscsi.WithMaxVolumes(int64(c.maxVolumes)),
+			rdscsi.WithMaxVolumesPerNode(int64(c.maxVolumes)),
 		)
 		if err != nil {
 			return nil, fmt.Errorf("node: %w", err)
 		}
 		node.Register(srv)
 	}
-	rdscsi.NewIdentityServer(c.driverName, ver, idOpts...).Register(srv)
+	ids, err := rdscsi.NewIdentityServer(c.driverName, ver, idOpts...)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", c.src("driver-name"), err)
+	}
+	ids.Register(srv)
 	return srv, nil
 }
 

@@ -11,6 +11,8 @@ import (
 
 	"github.com/srvlab/rds-csi/rdsclient/rdstest"
 	"github.com/srvlab/rds-csi/rdscsi"
+	"github.com/srvlab/rds-csi/rdscsi/nvme"
+	"github.com/srvlab/rds-csi/rdscsi/rdscsitest"
 )
 
 // envSimulateLatency is a simulation knob, read only with --simulate: every
@@ -23,7 +25,7 @@ const envSimulateLatency = "RDS_CSI_SIMULATE_LATENCY"
 // holding its data, the attachment state and the node's stage records.
 type simulation struct {
 	srv     *rdstest.Server
-	loop    *rdstest.LoopConnector // nil until the node asks for it
+	loop    *rdscsitest.LoopConnector // nil until the node asks for it
 	dir     string
 	tempDir bool // dir was created here and is removed on close
 }
@@ -32,7 +34,7 @@ type simulation struct {
 // --simulate-dir (or a temporary directory):
 //
 //	rds/               data of the fake RDS (disk files)
-//	attachments.json   attachment state, unless --state-file is given
+//	attachments.log    attachment state, unless --state-file is given
 //	node/              stage records, unless --node-state-dir is given
 func startSimulation(c *config, getenv func(string) string, logger *slog.Logger) (*simulation, error) {
 	var latency time.Duration
@@ -58,7 +60,7 @@ func startSimulation(c *config, getenv func(string) string, logger *slog.Logger)
 		return nil, fmt.Errorf("%s: %w", c.src("simulate-dir"), err)
 	}
 	if c.source["state-file"] == "" {
-		c.stateFile = filepath.Join(s.dir, "attachments.json")
+		c.stateFile = filepath.Join(s.dir, "attachments.log")
 	}
 	if c.source["node-state-dir"] == "" {
 		c.nodeStateDir = filepath.Join(s.dir, "node")
@@ -82,10 +84,21 @@ func startSimulation(c *config, getenv func(string) string, logger *slog.Logger)
 
 // connector attaches simulated volumes as loop devices over the fake's
 // backing files. It needs root and loop devices; without them staging
-// fails with an error that says so, while controller RPCs keep working.
-func (s *simulation) connector() rdscsi.Connector {
-	s.loop = rdstest.NewLoopConnector(s.srv)
+// fails with an error that says so, while controller RPCs keep working,
+// and a warning says so at startup.
+func (s *simulation) connector(logger *slog.Logger) nvme.Connector {
+	s.loop = rdscsitest.NewLoopConnector(s.srv)
+	warnNoLoop(loopPrerequisites, logger)
 	return &checkedConnector{loop: s.loop, check: loopPrerequisites}
+}
+
+// warnNoLoop logs, when check fails, that this machine cannot stage: a
+// quick try without root should learn it before the first
+// NodeStageVolume fails.
+func warnNoLoop(check func() error, logger *slog.Logger) {
+	if err := check(); err != nil {
+		logger.Warn("simulate: NodeStageVolume will fail on this machine (controller calls work); run as root to stage volumes", "reason", err)
+	}
 }
 
 // close detaches the loop devices of the simulation (nothing of it may
@@ -131,16 +144,16 @@ func loopPrerequisites() error {
 // machine cannot create loop devices. It keeps the LoopConnector's
 // Rescanner so that volume expansion still works.
 type checkedConnector struct {
-	loop  *rdstest.LoopConnector
+	loop  *rdscsitest.LoopConnector
 	check func() error
 }
 
 var (
-	_ rdscsi.Connector = (*checkedConnector)(nil)
-	_ rdscsi.Rescanner = (*checkedConnector)(nil)
+	_ nvme.Connector = (*checkedConnector)(nil)
+	_ nvme.Rescanner = (*checkedConnector)(nil)
 )
 
-func (c *checkedConnector) Connect(ctx context.Context, t rdscsi.Target) (string, error) {
+func (c *checkedConnector) Connect(ctx context.Context, t nvme.Target) (string, error) {
 	if err := c.check(); err != nil {
 		return "", err
 	}
