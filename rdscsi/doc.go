@@ -31,8 +31,10 @@
 // NewNodeServer both accept: WithLogger, WithRecorder, WithTopology (the
 // accessible topology of volumes; what NodeGetInfo reports) and
 // WithMaxVolumesPerNode (enforced by the controller, reported by the
-// node). The other options belong to one server: ControllerOption,
-// NodeOption or IdentityOption. Maps given to options are copied.
+// node); WithTopology also tells an IdentityServer to declare
+// VOLUME_ACCESSIBILITY_CONSTRAINTS. The other options belong to one
+// server: ControllerOption, NodeOption or IdentityOption. Maps given to
+// options are copied.
 //
 // # Volumes
 //
@@ -90,7 +92,9 @@
 // # Servers and capabilities
 //
 // IdentityServer answers GetPluginInfo, GetPluginCapabilities and Probe
-// (WithController probes the RDS; a failed probe is Unavailable).
+// (WithController probes the RDS; a failed probe is Unavailable, except a
+// misconfiguration, a host key that is not the pinned one or a refused
+// login, which is FailedPrecondition with what the operator must change).
 // ControllerServer and NodeServer advertise only the capabilities their
 // configuration can serve: publish RPCs only with Attachments, topology
 // only when it is configured.
@@ -106,7 +110,11 @@
 // system UUID) so that another device is refused on a later stage or
 // publish; raw block volumes are bind-mounted from the device node.
 // NodeUnstageVolume succeeds only once the volume is unmounted and its
-// device is gone. NodeGetVolumeStats, NodeExpandVolume and NodeGetInfo
+// device is gone. Mount, unmount, mkfs and resize are bounded by the
+// RPC's ctx (an unmount that hangs falls back to a forced one when the
+// mounter offers it): when ctx ends first the call returns its error,
+// and the volume stays busy (Aborted to other calls) until the kernel
+// operation it abandoned has ended, so nothing races it. NodeGetVolumeStats, NodeExpandVolume and NodeGetInfo
 // (topology, max_volumes_per_node from WithMaxVolumesPerNode) complete the
 // service.
 //
@@ -141,7 +149,8 @@
 //	RDS unreachable, closed client, device not ready Unavailable
 //	context deadline                                 DeadlineExceeded
 //	attach conflict, migration limit or timeout,
-//	disk in use, wrong device, not connected         FailedPrecondition
+//	disk in use, wrong device, not connected,
+//	RDS host key not the pinned one, login refused   FailedPrecondition
 //	concurrent operation, bad pagination token       Aborted
 //	unexpected RDS output, anything unknown          Internal
 package rdscsi
