@@ -4,6 +4,12 @@
 // before it serves. It is a module of its own so that a user of the root
 // module never downloads client-go.
 //
-// So far it holds only kubetest, which starts the real kube-apiserver and
-// etcd that its tests run against.
+// So far: Attachments and Rebuild turn the VolumeAttachments of a driver
+// and the PersistentVolumes they name into attach state, every node of a
+// volume and a running migration's start and timeout included, ready for
+// attach.Manager.Replace; a contradiction (an RWO volume on two nodes, a
+// missing PersistentVolume) fails the rebuild instead of being guessed
+// around. kubetest starts the real kube-apiserver and etcd the tests run
+// against. Informers, node lookup, reconcile, Events and failover are to
+// come.
 package kube
