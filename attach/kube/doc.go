@@ -9,7 +9,9 @@
 // volume and a running migration's start and timeout included, ready for
 // attach.Manager.Replace; a contradiction (an RWO volume on two nodes, a
 // missing PersistentVolume) fails the rebuild instead of being guessed
-// around. kubetest starts the real kube-apiserver and etcd the tests run
-// against. Informers, node lookup, reconcile, Events and failover are to
-// come.
+// around. Nodes answers rdscsi.NodeLookup from a Node informer's cache:
+// no API call per RPC, and a new node needs no restart. kubetest starts
+// the real kube-apiserver and etcd the tests run against. Keeping the
+// attachment state in step through informers, reconcile of deleted nodes,
+// Events and failover between replicas are to come.
 package kube

@@ -116,9 +116,9 @@ func startOf(sorted []*storagev1.VolumeAttachment, node string) time.Time {
 	return time.Time{}
 }
 
-// Rebuild lists the VolumeAttachments and the PersistentVolumes they name
-// through cs and returns Attachments' result, ready for
-// attach.Manager.Replace.
+// Rebuild lists the VolumeAttachments and the PersistentVolumes through
+// cs, two List calls whatever the number of volumes, and returns
+// Attachments' result, ready for attach.Manager.Replace.
 func Rebuild(ctx context.Context, cs kubernetes.Interface, driver string) ([]attach.Attachment, error) {
 	vaList, err := cs.StorageV1().VolumeAttachments().List(ctx, metav1.ListOptions{})
 	if err != nil {
@@ -128,7 +128,18 @@ func Rebuild(ctx context.Context, cs kubernetes.Interface, driver string) ([]att
 	for i := range vaList.Items {
 		vas[i] = &vaList.Items[i]
 	}
+	pvList, err := cs.CoreV1().PersistentVolumes().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("kube: listing PersistentVolumes: %w", err)
+	}
+	pvs := make(map[string]*corev1.PersistentVolume, len(pvList.Items))
+	for i := range pvList.Items {
+		pvs[pvList.Items[i].Name] = &pvList.Items[i]
+	}
 	return Attachments(driver, vas, func(name string) (*corev1.PersistentVolume, error) {
-		return cs.CoreV1().PersistentVolumes().Get(ctx, name, metav1.GetOptions{})
+		if pv, ok := pvs[name]; ok {
+			return pv, nil
+		}
+		return nil, fmt.Errorf("%w: not found", ErrInconsistent)
 	})
 }
