@@ -13,8 +13,7 @@
 // no API call per RPC, and a new node needs no restart. ClusterRules and
 // NamespaceRules are the least RBAC rules the controller needs; a test
 // runs the code above as a service account bound to exactly them.
-// kubetest starts
-// the real kube-apiserver and etcd the tests run against. Keeping the
-// attachment state in step through informers, reconcile of deleted nodes,
-// Events and failover between replicas are to come.
+// kubetest starts the real kube-apiserver and etcd the tests run against.
+// Keeping the attachment state in step through informers, reconcile of
+// deleted nodes, Events and failover between replicas are to come.
 package kube
