@@ -157,18 +157,9 @@ func (c *Client) Disks(ctx context.Context, slotPrefix string) ([]Disk, error) {
 // counts, and output it cannot parse at all fails the call rather than
 // being taken as "no users".
 func (c *Client) FileUsers(ctx context.Context) (map[string]string, error) {
-	const line = "/disk print detail"
-	if err := c.enter("disk print"); err != nil {
-		return nil, err
-	}
-	defer c.leave()
-	out, err := c.run(ctx, "disk print", line, false)
+	entries, err := c.printDisks(ctx, "/disk print detail")
 	if err != nil {
 		return nil, err
-	}
-	entries, err := routeros.ParseDetail(out, c.width)
-	if err != nil {
-		return nil, unexpectedf("%s: %w", line, err)
 	}
 	users := make(map[string]string, len(entries))
 	for _, e := range entries {
@@ -180,9 +171,8 @@ func (c *Client) FileUsers(ctx context.Context) (map[string]string, error) {
 	return users, nil
 }
 
-// listDisks runs a /disk print line and parses the entries whose slot
-// keep accepts.
-func (c *Client) listDisks(ctx context.Context, line string, keep func(slot string) bool) ([]Disk, error) {
+// printDisks runs a /disk print detail line and parses its entries.
+func (c *Client) printDisks(ctx context.Context, line string) ([]routeros.Entry, error) {
 	if err := c.enter("disk print"); err != nil {
 		return nil, err
 	}
@@ -194,6 +184,16 @@ func (c *Client) listDisks(ctx context.Context, line string, keep func(slot stri
 	entries, err := routeros.ParseDetail(out, c.width)
 	if err != nil {
 		return nil, unexpectedf("%s: %w", line, err)
+	}
+	return entries, nil
+}
+
+// listDisks runs a /disk print line and parses the entries whose slot
+// keep accepts.
+func (c *Client) listDisks(ctx context.Context, line string, keep func(slot string) bool) ([]Disk, error) {
+	entries, err := c.printDisks(ctx, line)
+	if err != nil {
+		return nil, err
 	}
 	disks := make([]Disk, 0, len(entries))
 	for _, e := range entries {
