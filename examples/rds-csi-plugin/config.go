@@ -334,7 +334,7 @@ func (c *config) validate() error {
 		return fmt.Errorf("%s: must be a directory below a pool on the RDS, such as %s, got %q", c.src("volume-path"), defaultVolumePath, c.volumePath)
 	}
 	if controllerRefuses(rdscsi.WithVolumePath(c.volumePath)) {
-		return fmt.Errorf("%s: want at most 200 characters of letters, digits, '.', '_', '-' and '/', without . or .. components, such as %s, got %q",
+		return fmt.Errorf("%s: want at most 147 characters (the backing files below it must fit the device's 255) of letters, digits, '.', '_', '-' and '/', without . or .. components, such as %s, got %q",
 			c.src("volume-path"), defaultVolumePath, c.volumePath)
 	}
 	return nil

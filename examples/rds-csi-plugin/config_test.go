@@ -111,9 +111,9 @@ func TestParseConfigErrors(t *testing.T) {
 		{"rds host unusable for nvme", []string{"--rds-address", "rds_1.lan:22", "--rds-key-file", "k", "--rds-host-key", "x"}, nil,
 			`--rds-address: its host "rds_1.lan" is not an IP address or host name NVMe/TCP can use; set --nvme-address, such as --nvme-address 10.0.0.5`},
 		{"volume path characters", []string{"--simulate", "--volume-path", "/storage-pool/k 8s"}, nil,
-			`--volume-path: want at most 200 characters of letters, digits, '.', '_', '-' and '/', without . or .. components, such as /storage-pool/k8s, got "/storage-pool/k 8s"`},
-		{"volume path dot-dot", []string{"--simulate"}, []string{"RDS_CSI_VOLUME_PATH", "/storage-pool/../etc"}, `RDS_CSI_VOLUME_PATH: want at most 200 characters`},
-		{"volume path too long", []string{"--simulate", "--volume-path", "/storage-pool/" + strings.Repeat("v", 200)}, nil, `--volume-path: want at most 200 characters`},
+			`--volume-path: want at most 147 characters (the backing files below it must fit the device's 255) of letters, digits, '.', '_', '-' and '/', without . or .. components, such as /storage-pool/k8s, got "/storage-pool/k 8s"`},
+		{"volume path dot-dot", []string{"--simulate"}, []string{"RDS_CSI_VOLUME_PATH", "/storage-pool/../etc"}, `RDS_CSI_VOLUME_PATH: want at most 147 characters`},
+		{"volume path too long", []string{"--simulate", "--volume-path", "/storage-pool/" + strings.Repeat("v", 200)}, nil, `--volume-path: want at most 147 characters`},
 		// Caught by NewIdentityServer, after the RDS dial.
 		{"driver name", []string{"--simulate", "--driver-name", "rds csi"}, nil, `--driver-name: want a domain name of at most 63 characters, such as rds.csi.srvlab.io, got "rds csi"`},
 		{"driver name too long", []string{"--simulate", "--driver-name", strings.Repeat("d", 64)}, nil, `--driver-name: want a domain name of at most 63 characters`},
