@@ -1,12 +1,10 @@
 package kube_test
 
 import (
-	"context"
 	"errors"
 	"net/http"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -15,7 +13,6 @@ import (
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/srvlab/rds-csi/attach/kube"
-	"github.com/srvlab/rds-csi/attach/kube/kubetest"
 	"github.com/srvlab/rds-csi/rdscsi"
 )
 
@@ -34,13 +31,7 @@ func (c countingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 // (no request per lookup), learns a new node without a restart, forgets a
 // deleted one, and refuses to answer before the cache has synced.
 func TestNodesFromInformer(t *testing.T) {
-	s := kubetest.Start(t)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	admin, err := kubernetes.NewForConfig(s.Config())
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, ctx, admin := startCluster(t)
 	if _, err := admin.CoreV1().Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node-1"}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -66,14 +57,7 @@ func TestNodesFromInformer(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	stop := make(chan struct{})
-	defer func() { close(stop); factory.Shutdown() }()
-	factory.Start(stop)
-	for typ, ok := range factory.WaitForCacheSync(ctx.Done()) {
-		if !ok {
-			t.Fatalf("%v did not sync", typ)
-		}
-	}
+	startInformers(t, ctx, factory)
 	<-events // node-1
 
 	before := requests.Load()

@@ -1,7 +1,6 @@
 package kube_test
 
 import (
-	"context"
 	"testing"
 	"time"
 
@@ -13,7 +12,6 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/srvlab/rds-csi/attach/kube"
-	"github.com/srvlab/rds-csi/attach/kube/kubetest"
 )
 
 // TestLeastRules runs Rebuild and the Node informer as a service account
@@ -21,13 +19,7 @@ import (
 // same account without the VolumeAttachment rule is Forbidden), while
 // anything beyond the rules (changing a PV) stays Forbidden.
 func TestLeastRules(t *testing.T) {
-	s := kubetest.Start(t)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	admin, err := kubernetes.NewForConfig(s.Config())
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, ctx, admin := startCluster(t)
 	const ns, sa = "kube-system", "rds-csi-controller"
 	bind := func(name string, rules []rbacv1.PolicyRule) {
 		t.Helper()
@@ -75,14 +67,7 @@ func TestLeastRules(t *testing.T) {
 	}
 	factory := informers.NewSharedInformerFactory(ctrl, 0)
 	nodes := kube.NewNodes(factory)
-	stop := make(chan struct{})
-	defer func() { close(stop); factory.Shutdown() }()
-	factory.Start(stop)
-	for typ, ok := range factory.WaitForCacheSync(ctx.Done()) {
-		if !ok {
-			t.Fatalf("%v did not sync with the least rules", typ)
-		}
-	}
+	startInformers(t, ctx, factory) // needs list and watch of Nodes
 	if ok, err := nodes.Exists(ctx, "node-1"); !ok || err != nil {
 		t.Fatalf("node lookup with the least rules: %v, %v", ok, err)
 	}

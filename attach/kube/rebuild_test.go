@@ -1,7 +1,6 @@
 package kube_test
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"strings"
@@ -14,11 +13,9 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
-	"k8s.io/client-go/kubernetes"
 
 	"github.com/srvlab/rds-csi/attach"
 	"github.com/srvlab/rds-csi/attach/kube"
-	"github.com/srvlab/rds-csi/attach/kube/kubetest"
 	"github.com/srvlab/rds-csi/rdscsi"
 )
 
@@ -136,13 +133,7 @@ func TestAttachments(t *testing.T) {
 // 2 of them migrating to a second node, rebuilt from a real API server
 // into an attach.Manager: 16 volumes, 18 node attachments, 2 migrations.
 func TestRebuildFromAPIServer(t *testing.T) {
-	s := kubetest.Start(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	cs, err := kubernetes.NewForConfig(s.Config())
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, ctx, cs := startCluster(t)
 	attachVA := func(name, pv, node, attacher string) {
 		t.Helper()
 		va, err := cs.StorageV1().VolumeAttachments().Create(ctx, newVA(name, attacher, pv, node, false, time.Time{}), metav1.CreateOptions{})
