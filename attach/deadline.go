@@ -2,6 +2,7 @@ package attach
 
 import (
 	"container/heap"
+	"slices"
 	"time"
 )
 
@@ -41,4 +42,29 @@ func (h *deadlineHeap) Pop() any {
 	v.heapIdx = -1
 	*h = old[:len(old)-1]
 	return v
+}
+
+// ReportTimedOut fires EventMigrationTimedOut again for every running
+// migration whose timeout passed after since, and returns how many. It is
+// for an observer that was not listening when they passed: NewManager and
+// Replace count a migration already past its timeout without an event,
+// and a controller that starts, or takes over from a failed one, knows
+// when the timeouts were last reported (the previous leader's last lease
+// renewal, say). A zero since reports every timed-out migration. The
+// events carry the time each timeout passed, not now. A migration whose
+// timeout passes just now fires once, as Counts would have fired it.
+func (m *Manager) ReportTimedOut(since time.Time) int {
+	m.mu.Lock()
+	evs := m.expireLocked(m.clock(), nil)
+	n := len(evs)
+	for _, v := range m.vols {
+		if v.timedOut && v.deadline.After(since) && !slices.ContainsFunc(evs[:n], func(e Event) bool { return e.VolumeID == v.a.VolumeID }) {
+			evs = append(evs, Event{Kind: EventMigrationTimedOut, VolumeID: v.a.VolumeID, NodeID: v.a.Nodes[1],
+				Mode: v.a.Mode, Time: v.deadline, Elapsed: v.a.MigrationTimeout})
+		}
+	}
+	m.mu.Unlock()
+	slices.SortFunc(evs[n:], func(a, b Event) int { return a.Time.Compare(b.Time) })
+	m.emit(evs)
+	return len(evs)
 }

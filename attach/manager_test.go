@@ -757,3 +757,55 @@ func TestLogger(t *testing.T) {
 type writerFunc func([]byte) (int, error)
 
 func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+// TestReportTimedOut: a migration that timed out before Replace fires no
+// event until ReportTimedOut is asked for timeouts after a time before its
+// deadline; one reported since its deadline, a running migration and an
+// exclusive volume are not reported.
+func TestReportTimedOut(t *testing.T) {
+	ctx := context.Background()
+	clock := newFakeClock()
+	var log eventLog
+	m := newManager(t, attach.NewMemStore(), attach.WithClock(clock.Now), attach.WithObserver(log.observe))
+	must(t, m.Replace(ctx, []attach.Attachment{
+		{VolumeID: "old", Mode: mig, Nodes: []string{"a", "b"}, MigrationStarted: t0.Add(-10 * time.Minute), MigrationTimeout: 5 * time.Minute},
+		{VolumeID: "older", Mode: mig, Nodes: []string{"c", "d"}, MigrationStarted: t0.Add(-time.Hour), MigrationTimeout: 5 * time.Minute},
+		{VolumeID: "running", Mode: mig, Nodes: []string{"e", "f"}, MigrationStarted: t0.Add(-time.Minute), MigrationTimeout: 5 * time.Minute},
+		{VolumeID: "rwo", Mode: ex, Nodes: []string{"g"}},
+	}))
+	m.Counts()
+	if evs := log.take(); len(evs) != 0 {
+		t.Fatalf("Replace and Counts fired %v", kinds(evs))
+	}
+	if n := m.ReportTimedOut(t0.Add(-6 * time.Minute)); n != 1 {
+		t.Fatalf("ReportTimedOut since the older deadline = %d, want 1", n)
+	}
+	evs := log.take()
+	if len(evs) != 1 || evs[0].Kind != attach.EventMigrationTimedOut || evs[0].VolumeID != "old" || evs[0].NodeID != "b" ||
+		!evs[0].Time.Equal(t0.Add(-5*time.Minute)) || evs[0].Elapsed != 5*time.Minute {
+		t.Fatalf("events %+v", evs)
+	}
+	if n := m.ReportTimedOut(t0); n != 0 {
+		t.Fatalf("ReportTimedOut since now = %d, want 0", n)
+	}
+	if n := m.ReportTimedOut(time.Time{}); n != 2 {
+		t.Fatalf("ReportTimedOut since zero = %d, want 2", n)
+	}
+	if got := log.take(); len(got) != 2 || got[0].VolumeID != "older" || got[1].VolumeID != "old" {
+		t.Fatalf("events not in deadline order: %+v", got)
+	}
+	// The running migration times out in the call: once, as Counts would.
+	clock.Advance(5 * time.Minute)
+	if n := m.ReportTimedOut(t0.Add(5 * time.Minute)); n != 1 {
+		t.Fatalf("ReportTimedOut after the running deadline = %d, want 1", n)
+	}
+	if got := log.take(); len(got) != 1 || got[0].VolumeID != "running" {
+		t.Fatalf("events %+v", got)
+	}
+	if c := m.Counts(); c.TimedOutMigrations != 3 {
+		t.Fatalf("Counts %+v", c)
+	}
+	if got := log.take(); len(got) != 0 {
+		t.Fatalf("Counts fired %+v again", got)
+	}
+}
