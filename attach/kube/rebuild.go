@@ -85,12 +85,8 @@ func attachment(driver, pvName string, vas []*storagev1.VolumeAttachment, lookup
 	switch {
 	case len(a.Nodes) == 2 && a.Mode == attach.Migratable:
 		a.MigrationStarted = startOf(vas, a.Nodes[1])
-		if s, ok := pv.Spec.CSI.VolumeAttributes[rdscsi.ParamMigrationTimeout]; ok {
-			secs, err := strconv.ParseInt(s, 10, 64)
-			if err != nil || secs <= 0 {
-				return attach.Attachment{}, fmt.Errorf("%w: PersistentVolume %s: %s %q", ErrInconsistent, pvName, rdscsi.ParamMigrationTimeout, s)
-			}
-			a.MigrationTimeout = time.Duration(secs) * time.Second
+		if a.MigrationTimeout, err = migrationTimeout(pv); err != nil {
+			return attach.Attachment{}, err
 		}
 	case len(a.Nodes) > 1:
 		return attach.Attachment{}, fmt.Errorf("%w: volume %s (PersistentVolume %s, %s) is attached to %d nodes %v",
@@ -104,6 +100,20 @@ func attachment(driver, pvName string, vas []*storagev1.VolumeAttachment, lookup
 func migratable(pv *corev1.PersistentVolume) bool {
 	return pv.Spec.VolumeMode != nil && *pv.Spec.VolumeMode == corev1.PersistentVolumeBlock &&
 		slices.Contains(pv.Spec.AccessModes, corev1.ReadWriteMany)
+}
+
+// migrationTimeout returns the PV's migration timeout attribute, or zero
+// (the Manager's default) when it has none.
+func migrationTimeout(pv *corev1.PersistentVolume) (time.Duration, error) {
+	s, ok := pv.Spec.CSI.VolumeAttributes[rdscsi.ParamMigrationTimeout]
+	if !ok {
+		return 0, nil
+	}
+	secs, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || secs <= 0 {
+		return 0, fmt.Errorf("%w: PersistentVolume %s: %s %q", ErrInconsistent, pv.Name, rdscsi.ParamMigrationTimeout, s)
+	}
+	return time.Duration(secs) * time.Second, nil
 }
 
 // startOf returns when node's first VolumeAttachment was created.
