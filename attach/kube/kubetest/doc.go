@@ -21,5 +21,11 @@
 // certificate, and token authentication: Config authenticates as an
 // administrator (group system:masters), and ConfigFor as any user with
 // any groups, so that a test can run with exactly the permissions a
-// deployment grants.
+// deployment grants. WriteKubeconfig writes either identity to a
+// kubeconfig file, for a binary the test runs as a separate process.
+//
+// StopAPIServer and StartAPIServer stop the API server and start it
+// again on the same address over the same etcd, so that a test can see
+// how code copes with the server going away and coming back with its
+// data.
 package kubetest

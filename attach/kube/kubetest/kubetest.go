@@ -12,12 +12,15 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 )
 
 // The versions .ci/kube-tools builds; Start looks for them by these names.
@@ -60,13 +63,23 @@ func AssetsDir() (string, error) {
 	return dir, nil
 }
 
-// Server is a running kube-apiserver with its etcd.
+// Server is a running kube-apiserver with its etcd. Its methods are safe
+// for concurrent use.
 type Server struct {
-	dir       string
-	url       string
-	caFile    string
-	etcd      *process
+	dir    string
+	url    string
+	caFile string
+	etcd   *process
+
+	// apiserverBin and apiserverArgs start the API server, the first time
+	// and on every StartAPIServer, so that it comes back on the same
+	// address with the same certificates, tokens and flags.
+	apiserverBin  string
+	apiserverArgs []string
+
+	mu        sync.Mutex // guards apiserver and stopped
 	apiserver *process
+	stopped   bool // Stop was called
 }
 
 // process is a started binary and its log.
@@ -78,7 +91,8 @@ type process struct {
 }
 
 func start(dir, name, bin string, args ...string) (*process, error) {
-	f, err := os.Create(filepath.Join(dir, name+".log"))
+	// Appended to, so that a restarted process's log follows the last one's.
+	f, err := os.OpenFile(filepath.Join(dir, name+".log"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, err
 	}
@@ -99,6 +113,16 @@ func start(dir, name, bin string, args ...string) (*process, error) {
 		close(p.done)
 	}()
 	return p, nil
+}
+
+// exited reports whether the process has ended.
+func (p *process) exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
 }
 
 // stop ends the process (SIGTERM, then SIGKILL after a grace) and waits.
@@ -185,7 +209,8 @@ func startServer(dir, assets string) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s.apiserver, err = start(dir, "kube-apiserver", filepath.Join(assets, "kube-apiserver"),
+	s.apiserverBin = filepath.Join(assets, "kube-apiserver")
+	s.apiserverArgs = []string{
 		"--etcd-servers", etcdURL,
 		"--bind-address", "127.0.0.1", "--advertise-address", "127.0.0.1",
 		"--endpoint-reconciler-type", "none",
@@ -198,7 +223,8 @@ func startServer(dir, assets string) (*Server, error) {
 		"--authorization-mode", "RBAC",
 		"--service-cluster-ip-range", "10.96.0.0/24",
 		"--disable-admission-plugins", "ServiceAccount",
-	)
+	}
+	s.apiserver, err = start(dir, "kube-apiserver", s.apiserverBin, s.apiserverArgs...)
 	if err != nil {
 		return s, err
 	}
@@ -221,6 +247,8 @@ func writeServiceAccountKey(path string) (string, error) {
 
 // waitReady polls /readyz until the server answers ok. Polling is the
 // only way to learn it: the server announces readiness nowhere else.
+// The caller must not let s.apiserver change meanwhile: startServer owns
+// s, StartAPIServer holds s.mu.
 func (s *Server) waitReady(timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
@@ -288,12 +316,80 @@ func (s *Server) ConfigFor(user string, groups ...string) *rest.Config {
 // URL returns the server's https address.
 func (s *Server) URL() string { return s.url }
 
-// Stop stops the API server and etcd and waits for both to exit. It may
-// be called more than once; Start registers it with t.Cleanup.
+// Stop stops the API server and etcd and waits for both to exit, whether
+// or not StopAPIServer stopped the API server before. It may be called
+// more than once; Start registers it with t.Cleanup.
 func (s *Server) Stop() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.stopped = true
 	for _, p := range []*process{s.apiserver, s.etcd} {
 		if p != nil {
 			p.stop()
 		}
 	}
+}
+
+// StopAPIServer stops the API server and waits for it to exit, leaving
+// etcd and so the cluster's data as they are: requests fail until
+// StartAPIServer. It does nothing when the API server is not running.
+func (s *Server) StopAPIServer() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.apiserver != nil {
+		s.apiserver.stop()
+	}
+}
+
+// StartAPIServer starts the API server again after StopAPIServer (or
+// after it exited by itself) on the same address, with the same
+// certificates, tokens and flags, and waits until it is ready, so that
+// configurations and clients made before the stop work again. It returns
+// an error, and changes nothing, when the API server is running or Stop
+// was called. When the new API server is not ready within the time Start
+// allows, it stops it and returns an error with the end of its log.
+func (s *Server) StartAPIServer() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stopped {
+		return fmt.Errorf("kubetest: StartAPIServer after Stop")
+	}
+	if s.apiserver != nil && !s.apiserver.exited() {
+		return fmt.Errorf("kubetest: StartAPIServer: the API server is running")
+	}
+	p, err := start(s.dir, "kube-apiserver", s.apiserverBin, s.apiserverArgs...)
+	if err != nil {
+		return err
+	}
+	s.apiserver = p
+	if err := s.waitReady(startTimeout); err != nil {
+		p.stop()
+		return err
+	}
+	return nil
+}
+
+// WriteKubeconfig writes to path (creating its directory) a kubeconfig
+// file for a separate process, such as a binary run with --kubeconfig:
+// it names the server's address, embeds its CA certificate, and
+// authenticates with the token Config uses. With user empty it acts as
+// the administrator, as Config does, and groups must be empty; otherwise
+// it impersonates user with groups, exactly as ConfigFor(user, groups...).
+// The file is valid while the server runs, including after a restart with
+// StartAPIServer.
+func (s *Server) WriteKubeconfig(path, user string, groups ...string) error {
+	if user == "" && len(groups) > 0 {
+		return fmt.Errorf("kubetest: WriteKubeconfig: groups %q without a user", groups)
+	}
+	ca, err := os.ReadFile(s.caFile)
+	if err != nil {
+		return fmt.Errorf("kubetest: WriteKubeconfig: %w", err)
+	}
+	const name = "kubetest"
+	c := clientcmdapi.NewConfig()
+	c.Clusters[name] = &clientcmdapi.Cluster{Server: s.url, CertificateAuthorityData: ca}
+	c.AuthInfos[name] = &clientcmdapi.AuthInfo{Token: adminToken, Impersonate: user, ImpersonateGroups: groups}
+	c.Contexts[name] = &clientcmdapi.Context{Cluster: name, AuthInfo: name}
+	c.CurrentContext = name
+	return clientcmd.WriteToFile(*c, path)
 }
