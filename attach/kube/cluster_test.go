@@ -223,6 +223,7 @@ func TestClusterInStep(t *testing.T) {
 	if a, _ := c.Get("vol-vm"); a.MigrationTimeout != 10*time.Minute {
 		t.Fatalf("migration timeout %v, want the PV's 600s", a.MigrationTimeout)
 	}
+	checkEvent(t, ctx, cs, "vm", "MigrationStarted")
 
 	// No VolumeAttachment: Unavailable once the wait is over.
 	start := time.Now()
@@ -236,6 +237,9 @@ func TestClusterInStep(t *testing.T) {
 	if cnt := c.Counts(); cnt != (attach.Counts{Volumes: 2, NodeAttachments: 3, Migrations: 1}) {
 		t.Fatalf("Counts %+v", cnt)
 	}
+	o.deleteVA("vm", "n1") // the source node leaves: the migration completed
+	eventually(t, "vm on n2 alone", func() bool { return nodesOf(c, "vol-vm") == "n2" })
+	checkEvent(t, ctx, cs, "vm", "MigrationCompleted")
 }
 
 // TestClusterMigrationTimedOutWhileDown is scenario 2: a migration that
