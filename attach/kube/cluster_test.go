@@ -15,6 +15,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 
 	"github.com/srvlab/rds-csi/attach"
@@ -461,4 +462,40 @@ func TestClusterAPIServerDown(t *testing.T) {
 	if err := c.Attach(ctx, req); err != nil {
 		t.Fatalf("publish after the restart: %v", err)
 	}
+}
+
+// TestNewClusterRefuses: arguments client-go's leader election would
+// refuse later are refused at construction.
+func TestNewClusterRefuses(t *testing.T) {
+	m, err := attach.NewManager(context.Background(), attach.NewMemStore())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	cs := kubernetes.NewForConfigOrDie(&rest.Config{Host: "https://127.0.0.1:1"})
+	le := kube.LeaderElection{Namespace: "ns", Name: "lease", Identity: "me"}
+	for name, tc := range map[string]struct {
+		driver string
+		opts   []kube.Option
+	}{
+		"no driver":                     {"", nil},
+		"no publish wait":               {driver, []kube.Option{kube.WithPublishWait(0)}},
+		"no reconcile interval":         {driver, []kube.Option{kube.WithReconcileInterval(-time.Second)}},
+		"no lease name":                 {driver, []kube.Option{kube.WithLeaderElection(kube.LeaderElection{Namespace: "ns", Identity: "me"})}},
+		"renew deadline near retry":     {driver, []kube.Option{kube.WithLeaderElection(withDurations(le, 15, 6, 5))}},
+		"lease not longer than renewal": {driver, []kube.Option{kube.WithLeaderElection(withDurations(le, 10, 10, 2))}},
+		"negative retry period":         {driver, []kube.Option{kube.WithLeaderElection(withDurations(le, 15, 10, -1))}},
+	} {
+		if _, err := kube.NewCluster(cs, tc.driver, m, tc.opts...); err == nil {
+			t.Errorf("%s: NewCluster succeeded", name)
+		}
+	}
+	if _, err := kube.NewCluster(cs, driver, m, kube.WithLeaderElection(withDurations(le, 15, 10, 5))); err != nil {
+		t.Errorf("the sidecars' defaults: %v", err)
+	}
+}
+
+func withDurations(le kube.LeaderElection, lease, renew, retry time.Duration) kube.LeaderElection {
+	le.LeaseDuration, le.RenewDeadline, le.RetryPeriod = lease*time.Second, renew*time.Second, retry*time.Second
+	return le
 }

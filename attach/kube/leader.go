@@ -3,6 +3,7 @@ package kube
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"time"
 
@@ -24,7 +25,8 @@ type LeaderElection struct {
 	// leader's last renewal before one takes over (default 15s).
 	LeaseDuration time.Duration
 	// RenewDeadline is how long the leader keeps trying to renew before
-	// it steps down (default 10s); it must be shorter than LeaseDuration.
+	// it steps down (default 10s); it must be shorter than LeaseDuration
+	// and longer than 1.2 RetryPeriods.
 	RenewDeadline time.Duration
 	// RetryPeriod is how often each replica tries to acquire or renew
 	// (default 5s).
@@ -50,8 +52,9 @@ func (le *LeaderElection) check() error {
 	switch {
 	case le.Namespace == "" || le.Name == "" || le.Identity == "":
 		return errors.New("kube: leader election needs a namespace, a lease name and an identity")
-	case le.RetryPeriod <= 0 || le.RenewDeadline <= le.RetryPeriod || le.LeaseDuration <= le.RenewDeadline:
-		return errors.New("kube: leader election needs 0 < retry period < renew deadline < lease duration")
+	case le.RetryPeriod <= 0 || le.LeaseDuration <= le.RenewDeadline ||
+		le.RenewDeadline <= time.Duration(leaderelection.JitterFactor*float64(le.RetryPeriod)):
+		return fmt.Errorf("kube: leader election needs 0 < %v × retry period < renew deadline < lease duration", leaderelection.JitterFactor)
 	}
 	return nil
 }
@@ -113,9 +116,8 @@ func (c *Cluster) elect(ctx context.Context) {
 				},
 			},
 		})
-		if err != nil { // checked by NewCluster; cannot happen
-			c.opts.logger.Error("kube: leader election", "err", err)
-			return
+		if err != nil { // NewCluster checked what NewLeaderElector checks
+			panic(fmt.Sprintf("kube: leader election: %v", err))
 		}
 		elector.Run(ctx)
 	}
