@@ -56,6 +56,21 @@ type config struct {
 	stateTruncate  bool
 	version        bool
 
+	// Cluster mode (cluster.go): the controller's attachment truth and
+	// node lookup come from the Kubernetes API.
+	cluster           string // auto, on or off, as given
+	clusterOn         bool   // what cluster resolved to (validate)
+	inPod             bool   // KUBERNETES_SERVICE_HOST is set
+	kubeconfig        string
+	leaderElection    bool
+	leNamespace       string
+	leIdentity        string
+	leLeaseDuration   time.Duration
+	leRenewDeadline   time.Duration
+	leRetryPeriod     time.Duration
+	reconcileGrace    time.Duration
+	reconcileInterval time.Duration
+
 	// refused is the last value a flag refused (see checkedValue), so
 	// that the error names the flag as typed and what it wants.
 	refused *refusedValue
@@ -119,6 +134,16 @@ func newFlagSet(c *config) *flag.FlagSet {
 	fs.StringVar(&c.simulateDir, "simulate-dir", "", "directory of the simulation: the fake RDS's disks, the attachment state and the stage records (default: a temporary directory removed on exit)")
 	fs.IntVar(&c.maxVolumes, "max-volumes", rdscsi.DefaultMaxVolumesPerNode, "volumes one node may have published: the node's max_volumes_per_node, enforced by the controller too; 0 for no limit")
 	fs.BoolVar(&c.version, "version", false, "print the version and exit (no environment fallback)")
+	fs.StringVar(&c.cluster, "cluster", clusterAuto, "the controller's attachment truth and node lookup: on (the cluster's VolumeAttachments, PersistentVolumes and Nodes), off (--state-file and --known-nodes) or auto (on in a pod or with --kubeconfig)")
+	fs.StringVar(&c.kubeconfig, "kubeconfig", "", "kubeconfig file of the cluster; empty: the pod's service account (in-cluster configuration)")
+	fs.BoolVar(&c.leaderElection, "leader-election", false, "cluster mode: elect a leader among the controller replicas through a Lease; only the leader reports the attachment gauges, counts attachment events and posts Events")
+	fs.StringVar(&c.leNamespace, "leader-election-namespace", "", "namespace of the leader election Lease (default: the pod's namespace)")
+	fs.StringVar(&c.leIdentity, "leader-election-identity", "", "this replica's name in the Lease (default: the host name, in a pod its name)")
+	fs.DurationVar(&c.leLeaseDuration, "leader-election-lease-duration", 15*time.Second, "how long the other replicas wait after the leader's last renewal before one takes over")
+	fs.DurationVar(&c.leRenewDeadline, "leader-election-renew-deadline", 10*time.Second, "how long the leader keeps trying to renew the Lease before it steps down")
+	fs.DurationVar(&c.leRetryPeriod, "leader-election-retry-period", 5*time.Second, "how often each replica tries to acquire or renew the Lease")
+	fs.DurationVar(&c.reconcileGrace, "reconcile-grace", 5*time.Minute, "cluster mode: how long a deleted node's attachments are kept before they are cleared")
+	fs.DurationVar(&c.reconcileInterval, "reconcile-interval", 30*time.Second, "cluster mode: how often the controller looks for attachments of deleted nodes")
 	fs.VisitAll(func(f *flag.Flag) { f.Value = c.checked(f.Name, f.Value) })
 	return fs
 }
@@ -208,6 +233,7 @@ func parseConfig(args []string, getenv func(string) string) (*config, error) {
 		return nil, fmt.Errorf("unexpected argument %q (see --help)", fs.Arg(0))
 	}
 	fs.Visit(func(f *flag.Flag) { c.source[f.Name] = "--" + f.Name })
+	c.inPod = getenv(envInPod) != ""
 	var envErr error
 	fs.VisitAll(func(f *flag.Flag) {
 		if envErr != nil || c.source[f.Name] != "" || noEnv[f.Name] {
@@ -325,6 +351,9 @@ func (c *config) validate() error {
 	}
 	if c.maxVolumes < 0 {
 		return fmt.Errorf("%s: must be 0 (no limit) or positive, got %d", c.src("max-volumes"), c.maxVolumes)
+	}
+	if err := c.checkCluster(); err != nil {
+		return err
 	}
 	if !strings.HasPrefix(c.volumePath, "/") {
 		return fmt.Errorf("%s: must be an absolute path on the RDS, got %q", c.src("volume-path"), c.volumePath)

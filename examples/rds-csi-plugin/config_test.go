@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -473,12 +474,21 @@ func TestEveryFlagHasEnvironmentFallback(t *testing.T) {
 		"state-file": "/var/lib/env/attachments.log", "node-state-dir": "/var/lib/env/node",
 		"metrics-address": ":9999", "log-format": "json", "log-level": "debug", "known-nodes": "a,b",
 		"nvme-address": "10.0.0.8", "nvme-port": "4421", "simulate": "true", "simulate-dir": "/tmp/env-sim", "max-volumes": "7",
-		"state-truncate-at-corruption": "true",
+		"state-truncate-at-corruption": "true", "cluster": "on", "kubeconfig": "/etc/env/kubeconfig", "leader-election": "true",
+		"leader-election-namespace": "env-ns", "leader-election-identity": "env-pod",
+		"leader-election-lease-duration": "20s", "leader-election-renew-deadline": "12s", "leader-election-retry-period": "3s",
+		"reconcile-grace": "2m", "reconcile-interval": "10s",
 	}
+	// The flags of cluster mode, which excludes --state-file,
+	// --known-nodes and --state-truncate-at-corruption.
+	clusterFlags := []string{"cluster", "kubeconfig", "leader-election", "leader-election-namespace", "leader-election-identity",
+		"leader-election-lease-duration", "leader-election-renew-deadline", "leader-election-retry-period",
+		"reconcile-grace", "reconcile-interval"}
 	var all []string
 	newFlagSet(&config{}).VisitAll(func(f *flag.Flag) { all = append(all, f.Name) })
 	// Mutually exclusive flags go in separate rounds.
-	rounds := [][]string{nil, {"rds-host-key", "rds-address", "rds-key-file"}}
+	rounds := [][]string{nil, {"rds-host-key", "rds-address", "rds-key-file"},
+		append([]string{"mode", "simulate", "node-id"}, clusterFlags...)}
 	for _, name := range all {
 		if exceptions[name] {
 			continue
@@ -487,7 +497,7 @@ func TestEveryFlagHasEnvironmentFallback(t *testing.T) {
 			t.Errorf("--%s has no sample value in this test", name)
 			continue
 		}
-		if name != "rds-host-key" {
+		if name != "rds-host-key" && !slices.Contains(clusterFlags, name) {
 			rounds[0] = append(rounds[0], name)
 		}
 	}
@@ -556,5 +566,160 @@ func TestParseConfigMaxVolumes(t *testing.T) {
 		if err != nil || c.maxVolumes != tc.want {
 			t.Errorf("%v %v: max volumes %v, %v; want %d", tc.args, tc.env, c, err, tc.want)
 		}
+	}
+}
+
+// noServiceAccount points serviceAccountNamespaceFile at a missing file
+// for t, as outside a pod.
+func noServiceAccount(t *testing.T) {
+	t.Helper()
+	saved := serviceAccountNamespaceFile
+	serviceAccountNamespaceFile = filepath.Join(t.TempDir(), "absent")
+	t.Cleanup(func() { serviceAccountNamespaceFile = saved })
+}
+
+// --cluster auto is on in a pod or with --kubeconfig, off otherwise, and
+// only for the controller; each cluster flag parses, from the command
+// line or its environment variable.
+func TestParseConfigCluster(t *testing.T) {
+	noServiceAccount(t)
+	const pod = envInPod
+	host, _ := os.Hostname()
+	cases := []struct {
+		name string
+		args []string
+		env  []string
+		on   bool
+	}{
+		{"default outside a pod", []string{"--simulate"}, nil, false},
+		{"auto in a pod", []string{"--simulate", "--mode", "controller"}, []string{pod, "10.96.0.1"}, true},
+		{"auto with kubeconfig", []string{"--simulate", "--kubeconfig", "/etc/kube/config"}, nil, true},
+		{"auto with kubeconfig from env", []string{"--simulate"}, []string{"RDS_CSI_KUBECONFIG", "/etc/kube/config"}, true},
+		{"on outside a pod with kubeconfig", []string{"--simulate", "--cluster", "on", "--kubeconfig", "/k"}, nil, true},
+		{"off in a pod keeps the state file", []string{"--simulate", "--cluster", "off", "--state-file", "/s", "--known-nodes", "a"}, []string{pod, "10.96.0.1"}, false},
+		{"off from env", []string{"--simulate"}, []string{pod, "10.96.0.1", "RDS_CSI_CLUSTER", "off"}, false},
+		// The node reads nothing from the cluster, whatever the flags.
+		{"node in a pod", []string{"--mode", "node", "--node-id", "n"}, []string{pod, "10.96.0.1"}, false},
+		{"node with cluster flags", []string{"--mode", "node", "--node-id", "n", "--cluster", "on", "--leader-election"}, nil, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := parseConfig(tc.args, envOf(tc.env...))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.clusterOn != tc.on {
+				t.Fatalf("cluster on = %v, want %v", c.clusterOn, tc.on)
+			}
+		})
+	}
+
+	c, err := parseConfig([]string{"--simulate", "--kubeconfig", "/k"}, envOf())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.cluster != clusterAuto || c.leaderElection || c.leLeaseDuration != 15*time.Second || c.leRenewDeadline != 10*time.Second ||
+		c.leRetryPeriod != 5*time.Second || c.reconcileGrace != 5*time.Minute || c.reconcileInterval != 30*time.Second {
+		t.Errorf("cluster defaults: %+v", c)
+	}
+
+	c, err = parseConfig([]string{"--simulate", "--mode", "controller", "--leader-election",
+		"--leader-election-lease-duration", "4s", "--leader-election-renew-deadline", "3s", "--leader-election-retry-period", "1s",
+		"--reconcile-grace", "0s", "--reconcile-interval", "1s"},
+		envOf(pod, "10.96.0.1", "RDS_CSI_LEADER_ELECTION_NAMESPACE", "csi"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.clusterOn || !c.leaderElection || c.leNamespace != "csi" || c.src("leader-election-namespace") != "RDS_CSI_LEADER_ELECTION_NAMESPACE" ||
+		c.leLeaseDuration != 4*time.Second || c.leRenewDeadline != 3*time.Second || c.leRetryPeriod != time.Second ||
+		c.reconcileGrace != 0 || c.reconcileInterval != time.Second {
+		t.Errorf("parsed %+v", c)
+	}
+	if c.leIdentity != host {
+		t.Errorf("identity %q, want the host name %q", c.leIdentity, host)
+	}
+	if got := c.leaseName(); got != "rds-csi-srvlab-io-controller" {
+		t.Errorf("lease name %q", got)
+	}
+
+	// In a pod the namespace is the pod's.
+	ns := filepath.Join(t.TempDir(), "namespace")
+	if err := os.WriteFile(ns, []byte("storage\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	serviceAccountNamespaceFile = ns
+	c, err = parseConfig([]string{"--simulate", "--mode", "controller", "--driver-name", "block.example.com"},
+		envOf(pod, "10.96.0.1", "RDS_CSI_LEADER_ELECTION", "true", "RDS_CSI_LEADER_ELECTION_IDENTITY", "ctrl-0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.leNamespace != "storage" || c.leIdentity != "ctrl-0" || c.leaseName() != "block-example-com-controller" {
+		t.Errorf("namespace %q identity %q lease %q", c.leNamespace, c.leIdentity, c.leaseName())
+	}
+}
+
+// Each invalid combination of the cluster flags is an error that names
+// the flag (as typed: flag or environment variable) and the way out.
+func TestParseConfigClusterErrors(t *testing.T) {
+	noServiceAccount(t)
+	inPod := []string{envInPod, "10.96.0.1"}
+	ctrl := []string{"--simulate", "--mode", "controller"}
+	with := func(extra ...string) []string { return append(slices.Clone(ctrl), extra...) }
+	le := func(extra ...string) []string {
+		return with(append([]string{"--kubeconfig", "/k", "--leader-election", "--leader-election-namespace", "kube-system"}, extra...)...)
+	}
+	cases := []struct {
+		name string
+		args []string
+		env  []string
+		want string
+	}{
+		{"bogus", with("--cluster", "bogus"), nil, `--cluster: must be auto, on or off, got "bogus"`},
+		{"bogus from env", ctrl, []string{"RDS_CSI_CLUSTER", "yes"}, `RDS_CSI_CLUSTER: must be auto, on or off, got "yes"`},
+		{"bogus in node mode", []string{"--mode", "node", "--node-id", "n", "--cluster", "maybe"}, nil, `--cluster: must be auto, on or off`},
+		{"on with state file", with("--cluster", "on", "--kubeconfig", "/k", "--state-file", "/s"), nil,
+			"--state-file cannot be used with the cluster as the attachment truth (--cluster is on): the attachments are the cluster's VolumeAttachments; remove it, or set --cluster off"},
+		{"pod with state file", with("--state-file", "/s"), inPod,
+			"--state-file cannot be used with the cluster as the attachment truth (--cluster is auto, on in a pod (KUBERNETES_SERVICE_HOST is set))"},
+		{"pod with state file from env", ctrl, append([]string{"RDS_CSI_STATE_FILE", "/s"}, inPod...), "RDS_CSI_STATE_FILE cannot be used with the cluster"},
+		{"kubeconfig with known nodes", with("--kubeconfig", "/k", "--known-nodes", "a,b"), nil,
+			"--known-nodes cannot be used with the cluster as the attachment truth (--cluster is auto, on since --kubeconfig is set): nodes are looked up in the cluster's Nodes"},
+		{"on with truncate", with("--cluster", "on", "--state-truncate-at-corruption"), inPod, "--state-truncate-at-corruption cannot be used with the cluster"},
+		{"on outside a pod", with("--cluster", "on"), nil, "--cluster is on, but this is not a pod (KUBERNETES_SERVICE_HOST is unset): give --kubeconfig"},
+		{"on from env outside a pod", ctrl, []string{"RDS_CSI_CLUSTER", "on"}, "RDS_CSI_CLUSTER is on, but this is not a pod"},
+		{"off with kubeconfig", with("--cluster", "off", "--kubeconfig", "/k"), nil, "--kubeconfig needs the cluster, but --cluster is off; set --cluster on"},
+		{"leader election outside the cluster", with("--leader-election"), nil,
+			"--leader-election needs the cluster, but --cluster is auto, off outside a pod without --kubeconfig; give --kubeconfig"},
+		{"reconcile grace outside the cluster", with("--reconcile-grace", "1m"), nil, "--reconcile-grace needs the cluster"},
+		{"reconcile interval off", with("--cluster", "off"), []string{"RDS_CSI_RECONCILE_INTERVAL", "1m"}, "RDS_CSI_RECONCILE_INTERVAL needs the cluster, but --cluster is off"},
+		{"leader election without namespace outside a pod", with("--kubeconfig", "/k", "--leader-election"), nil,
+			"--leader-election-namespace is required with --leader-election outside a pod (" + serviceAccountNamespaceFile + " is not readable)"},
+		{"leader election from env without namespace", with("--kubeconfig", "/k"), []string{"RDS_CSI_LEADER_ELECTION", "true"},
+			"--leader-election-namespace is required with RDS_CSI_LEADER_ELECTION outside a pod"},
+		{"bad namespace", le("--leader-election-namespace", "Kube_System"), nil, `--leader-election-namespace: want a namespace name, such as kube-system, got "Kube_System"`},
+		{"zero retry period", le("--leader-election-retry-period", "0s"), nil, "--leader-election-retry-period: must be positive, got 0s"},
+		{"renew within the retry jitter", le("--leader-election-renew-deadline", "11s", "--leader-election-retry-period", "10s", "--leader-election-lease-duration", "20s"), nil,
+			"--leader-election-renew-deadline (11s) must be longer than --leader-election-retry-period (10s) times 1.2, the retries' jitter"},
+		{"renew equal to retry", le("--leader-election-renew-deadline", "5s"), nil, "--leader-election-renew-deadline (5s) must be longer than --leader-election-retry-period (5s)"},
+		{"lease not longer than renew", le("--leader-election-lease-duration", "10s"), nil,
+			"--leader-election-lease-duration (10s) must be longer than --leader-election-renew-deadline (10s)"},
+		{"lease from env", le(), []string{"RDS_CSI_LEADER_ELECTION_LEASE_DURATION", "5s"},
+			"RDS_CSI_LEADER_ELECTION_LEASE_DURATION (5s) must be longer than --leader-election-renew-deadline (10s)"},
+		{"lease without unit", le("--leader-election-lease-duration", "15"), nil, `--leader-election-lease-duration: want a duration with its unit, such as 15s or 1m, got "15"`},
+		{"driver name no lease name", le("--driver-name", "RDS.example.com"), nil,
+			`--driver-name: the leader election Lease is named after it, and "RDS-example-com-controller" is not a Kubernetes name`},
+		{"negative grace", with("--kubeconfig", "/k", "--reconcile-grace", "-1s"), nil, "--reconcile-grace: must be 0 (clear at once) or positive, got -1s"},
+		{"zero interval", with("--kubeconfig", "/k"), []string{"RDS_CSI_RECONCILE_INTERVAL", "0s"}, "RDS_CSI_RECONCILE_INTERVAL: must be positive, got 0s"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := parseConfig(tc.args, envOf(tc.env...))
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("got %v, want an error containing %q", err, tc.want)
+			}
+			if strings.Contains(err.Error(), "\n") {
+				t.Fatalf("error spans several lines: %q", err)
+			}
+		})
 	}
 }

@@ -55,11 +55,12 @@ type proc struct {
 }
 
 // testEnv is the inherited environment without anything that configures
-// the plugin or OpenTelemetry, plus extra.
+// the plugin or OpenTelemetry, plus extra. Tests run in a pod (a CI runner
+// on Kubernetes) must not turn --cluster auto on.
 func testEnv(extra ...string) []string {
 	var env []string
 	for _, kv := range os.Environ() {
-		if strings.HasPrefix(kv, envPrefix) || strings.HasPrefix(kv, "OTEL_") {
+		if strings.HasPrefix(kv, envPrefix) || strings.HasPrefix(kv, "OTEL_") || strings.HasPrefix(kv, envInPod+"=") {
 			continue
 		}
 		env = append(env, kv)
@@ -607,6 +608,10 @@ func TestBadConfiguration(t *testing.T) {
 			[]string{"--state-file", dir}},
 		{"negative max volumes", []string{"RDS_CSI_MAX_VOLUMES=-2"}, []string{"--simulate", "--endpoint", sock},
 			[]string{"RDS_CSI_MAX_VOLUMES", "-2", "0 (no limit) or positive"}},
+		{"missing kubeconfig", nil, []string{"--simulate", "--mode", "controller", "--endpoint", sock, "--kubeconfig", filepath.Join(dir, "absent-kubeconfig")},
+			[]string{"--kubeconfig: ", "absent-kubeconfig"}},
+		{"state file in a pod", []string{envInPod + "=10.96.0.1"}, []string{"--simulate", "--mode", "controller", "--endpoint", sock, "--state-file", filepath.Join(dir, "a.log")},
+			[]string{"--state-file cannot be used with the cluster", envInPod, "--cluster off"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

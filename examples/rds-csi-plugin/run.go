@@ -14,8 +14,10 @@ import (
 
 	"golang.org/x/crypto/ssh"
 	"google.golang.org/grpc"
+	"k8s.io/client-go/kubernetes"
 
 	"github.com/srvlab/rds-csi/attach"
+	"github.com/srvlab/rds-csi/attach/kube"
 	"github.com/srvlab/rds-csi/metrics"
 	"github.com/srvlab/rds-csi/rdsclient"
 	"github.com/srvlab/rds-csi/rdscsi"
@@ -66,6 +68,15 @@ type plugin struct {
 	runDone chan struct{} // closed when the Manager's Run returns
 	rec     *metrics.OTel
 	serving bool // startup succeeded: a final metrics export is worth it
+
+	// Cluster mode (cluster.go): the Cluster keeps manager in step with
+	// the cluster and is the controller's attachments and node lookup.
+	cluster     *kube.Cluster
+	clusterStop context.CancelFunc // ends the Cluster's Run
+	clusterDone chan struct{}      // closed when the Cluster's Run returns
+	clusterErr  error              // what Run returned, set before clusterDone closes
+	kubeClient  kubernetes.Interface
+	apiServer   string // the API server's address, for the log
 }
 
 // run is the whole program: it returns when ctx ends (SIGTERM, SIGINT) or
@@ -129,16 +140,30 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 	if c.hasController() {
-		if err := p.openAttachments(ctx, c, logger); err != nil {
+		if c.clusterOn {
+			err = p.openCluster(c, ver, logger)
+		} else {
+			err = p.openAttachments(ctx, c, logger)
+		}
+		if err != nil {
 			return err
 		}
 	}
 
 	if c.hasController() {
+		// While the Cluster fills its caches.
 		if p.client, err = p.dial(ctx, c, rdsConfig, logger); err != nil {
 			return err
 		}
 		disks = p.client
+	}
+	if p.cluster != nil {
+		// Neither the socket nor /metrics before the attachment state is
+		// the cluster's.
+		p.logTruth(c, logger)
+		if err := p.waitCluster(ctx, logger); err != nil {
+			return err
+		}
 	}
 	if c.hasNode() {
 		if p.sim != nil {
@@ -155,6 +180,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	lis, err := rdscsi.Listen(c.endpoint)
 	if err != nil {
 		return c.listenError(err)
+	}
+	if p.store != nil {
+		p.logTruth(c, logger)
 	}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(lis) }()
@@ -174,6 +202,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if p.store != nil {
 		attrs = append(attrs, "state_file", c.stateFile)
 	}
+	if p.cluster != nil {
+		attrs = append(attrs, "attachment_truth", "cluster")
+	}
 	logger.Info("rds-csi-plugin: serving", attrs...)
 	if p.sim != nil && p.sim.tempDir && p.store != nil && c.source["state-file"] != "" {
 		// The attachments outlive the process, the fake's disks do not.
@@ -189,6 +220,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	case err := <-p.tel.serveErr:
 		stopGracefully(srv, logger)
 		return err
+	case <-p.clusterDone: // nil without the cluster
+		stopGracefully(srv, logger)
+		return fmt.Errorf("kubernetes: stopped keeping the attachments in step: %w", p.clusterErr)
 	}
 	stopGracefully(srv, logger)
 	return nil
@@ -239,6 +273,13 @@ func (p *plugin) openAttachments(ctx context.Context, c *config, logger *slog.Lo
 	if err := p.rec.ObserveAttachments(p.manager); err != nil {
 		return err
 	}
+	p.startManager(logger)
+	return nil
+}
+
+// startManager runs the Manager's migration timer until the Manager is
+// closed.
+func (p *plugin) startManager(logger *slog.Logger) {
 	p.runDone = make(chan struct{})
 	go func() {
 		defer close(p.runDone)
@@ -247,7 +288,6 @@ func (p *plugin) openAttachments(ctx context.Context, c *config, logger *slog.Lo
 			logger.Error("attach: manager stopped", "err", err)
 		}
 	}()
-	return nil
 }
 
 // openStore opens the FileStore at path with opts, waiting up to lockWait
@@ -344,16 +384,19 @@ func (p *plugin) grpcServer(c *config, ver string, disks rdscsi.Disks, connector
 
 	idOpts := []rdscsi.IdentityOption{rdscsi.WithControllerService(false)}
 	if c.hasController() {
+		var attachments rdscsi.Attachments = p.manager
 		known := c.knownNodeIDs()
-		ctrl, err := rdscsi.NewControllerServer(disks, p.manager,
+		lookup := func(_ context.Context, nodeID string) (bool, error) { return known[nodeID], nil }
+		if p.cluster != nil {
+			attachments, lookup = p.cluster, p.cluster.NodeExists
+		}
+		ctrl, err := rdscsi.NewControllerServer(disks, attachments,
 			rdscsi.WithLogger(logger.With("component", "controller")),
 			rdscsi.WithRecorder(p.rec),
 			rdscsi.WithVolumePath(c.volumePath),
 			rdscsi.WithNVMeAddress(c.nvmeAddressFor(p.sim)),
 			rdscsi.WithNVMePort(c.nvmePort),
-			rdscsi.WithNodeLookup(func(_ context.Context, nodeID string) (bool, error) {
-				return known[nodeID], nil
-			}),
+			rdscsi.WithNodeLookup(lookup),
 			// The limit the nodes report (same flag on every node), held
 			// even for a CO that does not enforce it.
 			rdscsi.WithMaxVolumesPerNode(int64(c.maxVolumes)),
@@ -396,11 +439,14 @@ func (c *config) nvmeAddressFor(sim *simulation) string {
 	return c.defaultNVMeAddress()
 }
 
-// close tears down in dependency order: the final metrics export runs
-// while the attachment state is still open, then the recorder, the state,
-// the RDS connection and the simulation.
+// close tears down in dependency order: the Cluster first (after the
+// gRPC server stopped, so the Lease is released only when this replica
+// serves no more), then the final metrics export while the attachment
+// state is still open, then the recorder, the state, the RDS connection
+// and the simulation.
 func (p *plugin) close(logger *slog.Logger) error {
 	var errs []error
+	p.stopCluster(logger)
 	if p.tel != nil {
 		// A collector that is down must not turn a clean stop into a
 		// failure: the metrics are lost either way, the state is not.
