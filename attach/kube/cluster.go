@@ -75,7 +75,17 @@ const (
 // replicas is right). A replica that becomes leader reports the
 // migrations that timed out since the previous leader last renewed its
 // Lease (Manager.ReportTimedOut), so a timeout that passed while no
-// controller ran is counted once.
+// controller ran is counted once. (A leader killed between a renewal and
+// a timeout it had counted makes its successor count that one again.)
+// Without leader election nothing records what was counted: Run reports
+// every timed-out migration it finds at start, so each restart counts
+// them again.
+//
+// Two replicas can disagree only in one case the attach/detach
+// controller does not create: a replica that starts while two
+// VolumeAttachments of one RWO volume claim two nodes, neither attached,
+// orders them by creation time, which may differ from the order in which
+// a running replica saw them.
 //
 // # Reconcile
 //
