@@ -55,6 +55,7 @@ type config struct {
 	maxVolumes     int
 	stateTruncate  bool
 	version        bool
+	checkConfig    bool
 
 	// Cluster mode (cluster.go): the controller's attachment truth and
 	// node lookup come from the Kubernetes API.
@@ -97,7 +98,7 @@ const envPrefix = "RDS_CSI_"
 // not trigger them (RDS_CSI_VERSION=true would print the version and exit
 // instead of serving). --help is the flag package's own and has none
 // either.
-var noEnv = map[string]bool{"version": true}
+var noEnv = map[string]bool{"version": true, "check-config": true}
 
 // envName is the environment variable that backs a flag:
 // --rds-key-file -> RDS_CSI_RDS_KEY_FILE.
@@ -134,6 +135,7 @@ func newFlagSet(c *config) *flag.FlagSet {
 	fs.StringVar(&c.simulateDir, "simulate-dir", "", "directory of the simulation: the fake RDS's disks, the attachment state and the stage records (default: a temporary directory removed on exit)")
 	fs.IntVar(&c.maxVolumes, "max-volumes", rdscsi.DefaultMaxVolumesPerNode, "volumes one node may have published: the node's max_volumes_per_node, enforced by the controller too; 0 for no limit")
 	fs.BoolVar(&c.version, "version", false, "print the version and exit (no environment fallback)")
+	fs.BoolVar(&c.checkConfig, "check-config", false, "validate the flags and environment, print \"configuration ok\" and exit, connecting to nothing (no environment fallback)")
 	fs.StringVar(&c.cluster, "cluster", clusterAuto, "the controller's attachment truth and node lookup: on (the cluster's VolumeAttachments, PersistentVolumes and Nodes), off (--state-file and --known-nodes) or auto (on in a pod or with --kubeconfig)")
 	fs.StringVar(&c.kubeconfig, "kubeconfig", "", "kubeconfig file of the cluster; empty: the pod's service account (in-cluster configuration)")
 	fs.BoolVar(&c.leaderElection, "leader-election", false, "cluster mode: elect a leader among the controller replicas through a Lease; only the leader reports the attachment gauges, counts attachment events and posts Events")
@@ -523,7 +525,7 @@ func newLogger(c *config, w io.Writer) *slog.Logger {
 // usage writes the flag reference.
 func usage(w io.Writer) {
 	fmt.Fprintf(w, "Usage: rds-csi-plugin [flags]\n\nA CSI plugin for MikroTik ROSE Data Server (NVMe/TCP).\n"+
-		"Every flag but --version falls back to the environment variable %s<FLAG> (upper case, dashes as underscores).\n\n", envPrefix)
+		"Every flag but --version and --check-config falls back to the environment variable %s<FLAG> (upper case, dashes as underscores).\n\n", envPrefix)
 	var c config
 	fs := newFlagSet(&c)
 	fs.VisitAll(func(f *flag.Flag) {

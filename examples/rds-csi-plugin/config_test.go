@@ -459,10 +459,10 @@ func TestREADMEFlagsTable(t *testing.T) {
 	}
 }
 
-// Every flag can be set from its RDS_CSI_* variable, with one exception:
-// --version, which acts instead of configuring (noEnv).
+// Every flag can be set from its RDS_CSI_* variable, with two exceptions:
+// --version and --check-config, which act instead of configuring (noEnv).
 func TestEveryFlagHasEnvironmentFallback(t *testing.T) {
-	exceptions := map[string]bool{"version": true}
+	exceptions := map[string]bool{"version": true, "check-config": true}
 	if !maps.Equal(noEnv, exceptions) {
 		t.Fatalf("flags without environment fallback: %v, want exactly %v", noEnv, exceptions)
 	}

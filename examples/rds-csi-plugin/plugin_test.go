@@ -725,3 +725,38 @@ func versionOf(t *testing.T) string {
 	}
 	return v
 }
+
+// --check-config validates what a start would and exits, connecting to
+// nothing: a good configuration prints "configuration ok" and leaves no
+// socket, a bad one is the usual one-line error and exit status 1.
+func TestCheckConfig(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "csi.sock")
+	base := []string{"--check-config", "--mode", "controller", "--endpoint", "unix://" + sock,
+		"--rds-address", "192.0.2.1", "--rds-key-file", "/nonexistent/key", "--rds-host-key", "ssh-ed25519 AAAA"}
+	cmd := exec.Command(pluginBin, base...)
+	cmd.Env = testEnv()
+	out, err := cmd.CombinedOutput()
+	if err != nil || strings.TrimSpace(string(out)) != "configuration ok" {
+		t.Fatalf("--check-config of a good configuration: %v, %q", err, out)
+	}
+	if _, err := os.Stat(sock); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("--check-config created the socket: %v", err)
+	}
+	cmd = exec.Command(pluginBin, append(base, "--log-level", "loud")...)
+	cmd.Env = testEnv()
+	out, err = cmd.CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 || !strings.Contains(string(out), "--log-level") || strings.Count(strings.TrimSpace(string(out)), "\n") != 0 {
+		t.Fatalf("--check-config of a bad --log-level: %v, %q; want exit 1 and one line naming the flag", err, out)
+	}
+	// No environment fallback: RDS_CSI_CHECK_CONFIG does not stop a start.
+	c, err := parseConfig([]string{"--simulate"}, func(k string) string {
+		if k == "RDS_CSI_CHECK_CONFIG" {
+			return "true"
+		}
+		return ""
+	})
+	if err != nil || c.checkConfig {
+		t.Fatalf("RDS_CSI_CHECK_CONFIG=true: %v, check-config %v; want no effect", err, c != nil && c.checkConfig)
+	}
+}

@@ -101,6 +101,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		fmt.Fprintf(stdout, "rds-csi-plugin %s\n", ver)
 		return nil
 	}
+	if c.checkConfig {
+		// Flags and environment only: files, the RDS and the cluster are
+		// what a deployment provides, checked when the plugin starts.
+		fmt.Fprintln(stdout, "configuration ok")
+		return nil
+	}
 	logger := newLogger(c, stderr)
 
 	// Read the credentials before anything else: a wrong path or key is
