@@ -223,6 +223,9 @@ func startServer(dir, assets string) (*Server, error) {
 		"--authorization-mode", "RBAC",
 		"--service-cluster-ip-range", "10.96.0.0/24",
 		"--disable-admission-plugins", "ServiceAccount",
+		// As kubeadm and every managed cluster: CSI node plugins are
+		// privileged.
+		"--allow-privileged=true",
 	}
 	s.apiserver, err = start(dir, "kube-apiserver", s.apiserverBin, s.apiserverArgs...)
 	if err != nil {
