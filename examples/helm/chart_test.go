@@ -237,6 +237,8 @@ func TestSchemaRejects(t *testing.T) {
 		"zero replicas":        {[]string{"--set", "controller.replicas=0"}, "replicas"},
 		"replicas not integer": {[]string{"--set-string", "controller.replicas=two"}, "replicas"},
 		"wrong log level":      {[]string{"--set", "logLevel=loud"}, "logLevel"},
+		"wrong binding mode":   {[]string{"--set", "storageClasses.ext4.volumeBindingMode=Sometimes"}, "volumeBindingMode"},
+		"wrong pull policy":    {[]string{"--set", "image.pullPolicy=Sometimes"}, "pullPolicy"},
 		"wrong OTLP protocol":  {[]string{"--set", "otlp.enabled=true", "--set", "otlp.protocol=udp"}, "protocol"},
 		"unknown key":          {[]string{"--set", "controller.replicaz=2"}, "replicaz"},
 		"boolean as string":    {[]string{"--set-string", "snapshots.enabled=false"}, "enabled"},
