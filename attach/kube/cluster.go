@@ -308,13 +308,15 @@ func (c *Cluster) Run(ctx context.Context) error {
 	}
 }
 
-// waitSynced waits for the informers' first list, logging every 10
-// seconds while it waits.
+// waitSynced waits for the informers' first list. After a second, and
+// then every 10 seconds, it logs that it is waiting and why: the error of
+// a request for the server's version, since a refused connection during
+// the informers' first list reaches no watch error handler.
 func (c *Cluster) waitSynced(ctx context.Context) error {
 	synced := []cache.InformerSynced{c.vas.HasSynced, c.pvs.HasSynced, c.nodes.synced}
 	start := time.Now()
-	for {
-		wait, stop := context.WithTimeout(ctx, 10*time.Second)
+	for interval := time.Second; ; interval = 10 * time.Second {
+		wait, stop := context.WithTimeout(ctx, interval)
 		ok := cache.WaitForCacheSync(wait.Done(), synced...)
 		stop()
 		switch {
@@ -323,7 +325,11 @@ func (c *Cluster) waitSynced(ctx context.Context) error {
 		case ctx.Err() != nil:
 			return ctx.Err()
 		}
-		c.opts.logger.Warn("kube: still waiting for the API server before serving", "waited", time.Since(start).Round(time.Second))
+		attrs := []any{"waited", time.Since(start).Round(time.Second)}
+		if _, err := c.cs.Discovery().ServerVersion(); err != nil {
+			attrs = append(attrs, "err", err)
+		}
+		c.opts.logger.Warn("kube: still waiting for the API server before serving", attrs...)
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"sync"
 	"testing"
@@ -20,6 +21,7 @@ import (
 
 	"github.com/srvlab/rds-csi/attach"
 	"github.com/srvlab/rds-csi/attach/kube"
+	"github.com/srvlab/rds-csi/internal/testutil"
 	"github.com/srvlab/rds-csi/metrics"
 	"github.com/srvlab/rds-csi/rdscsi"
 )
@@ -498,4 +500,43 @@ func TestNewClusterRefuses(t *testing.T) {
 func withDurations(le kube.LeaderElection, lease, renew, retry time.Duration) kube.LeaderElection {
 	le.LeaseDuration, le.RenewDeadline, le.RetryPeriod = lease*time.Second, renew*time.Second, retry*time.Second
 	return le
+}
+
+// TestClusterAPIServerUnreachable: Run neither serves nor fails while the
+// API server cannot be reached; within seconds it logs that it waits, and
+// why.
+func TestClusterAPIServerUnreachable(t *testing.T) {
+	m, err := attach.NewManager(context.Background(), attach.NewMemStore())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	var logs testutil.SyncBuffer
+	cs := kubernetes.NewForConfigOrDie(&rest.Config{Host: "https://127.0.0.1:1", Timeout: time.Second})
+	c, err := kube.NewCluster(cs, driver, m, kube.WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	eventually(t, "a warning naming the cause", func() bool {
+		return strings.Contains(logs.String(), "still waiting for the API server") && strings.Contains(logs.String(), "connection refused")
+	})
+	select {
+	case <-c.Ready():
+		t.Fatal("ready without an API server")
+	case err := <-done:
+		t.Fatalf("Run returned %v without an API server", err)
+	default:
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("Run after cancel: %v", err)
+		}
+	case <-time.After(45 * time.Second):
+		t.Fatal("Run did not return after cancel")
+	}
 }
