@@ -355,10 +355,13 @@ func (c *Cluster) rebuild(ctx context.Context) error {
 	for _, va := range objs {
 		if cl, ok := c.claimOf(va); ok {
 			c.applied[va.UID] = cl
-			pvNames[cl.pv] = true
+			if !va.Status.Attached {
+				pvNames[cl.pv] = true
+			}
 		}
 	}
-	// Claims of VolumeAttachments not yet marked attached.
+	// Claims of VolumeAttachments not yet marked attached; Replace has
+	// the attached ones.
 	for name := range pvNames {
 		c.resyncLocked(ctx, name)
 	}
@@ -504,7 +507,7 @@ func (c *Cluster) Attach(ctx context.Context, req attach.Request) error {
 	defer cancel()
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
-	for !c.applied1(req.VolumeID, req.NodeID) {
+	for !c.claimApplied(req.VolumeID, req.NodeID) {
 		select {
 		case <-wait.Done():
 			if err := ctx.Err(); err != nil {
@@ -518,9 +521,9 @@ func (c *Cluster) Attach(ctx context.Context, req attach.Request) error {
 	return c.m.Attach(ctx, req)
 }
 
-// applied1 reports whether a VolumeAttachment claiming volumeID for node
+// claimApplied reports whether a VolumeAttachment claiming volumeID for node
 // has been applied.
-func (c *Cluster) applied1(volumeID, node string) bool {
+func (c *Cluster) claimApplied(volumeID, node string) bool {
 	pvs, _ := c.pvs.GetIndexer().ByIndex(byHandle, volumeID)
 	c.mu.Lock()
 	defer c.mu.Unlock()

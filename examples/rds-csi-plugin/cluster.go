@@ -167,7 +167,8 @@ func (p *plugin) openCluster(c *config, version string, logger *slog.Logger) err
 	if err != nil {
 		return err
 	}
-	if p.kubeClient, err = kubernetes.NewForConfig(rc); err != nil {
+	kubeClient, err := kubernetes.NewForConfig(rc)
+	if err != nil {
 		return fmt.Errorf("%s: %w", c.src("kubeconfig"), err)
 	}
 	// client-go logs through klog (the leader elector, for one): into the
@@ -195,7 +196,7 @@ func (p *plugin) openCluster(c *config, version string, logger *slog.Logger) err
 			RetryPeriod:   c.leRetryPeriod,
 		}))
 	}
-	if p.cluster, err = kube.NewCluster(p.kubeClient, c.driverName, p.manager, opts...); err != nil {
+	if p.cluster, err = kube.NewCluster(kubeClient, c.driverName, p.manager, opts...); err != nil {
 		return err
 	}
 	// Before Run: the events of the rebuild (timeouts that passed while
@@ -230,24 +231,12 @@ func (p *plugin) logTruth(c *config, logger *slog.Logger) {
 	}
 }
 
-// Probing the API server while waiting for the Cluster: the first probe
-// after probeDelay (the informers usually fill their caches well within
-// it), then with a backoff doubling up to probeMaxBackoff.
-const (
-	probeDelay      = time.Second
-	probeMaxBackoff = 30 * time.Second
-	probeTimeout    = 5 * time.Second
-)
-
 // waitCluster waits until the Cluster has rebuilt the attachment state
 // from the cluster: before that the controller must neither answer RPCs
 // nor be scraped. An API server that cannot be reached is waited for, not
-// a reason to exit: a crash loop would not bring it back sooner.
-//
-// Meanwhile it probes the API server (GET /version, open to every
-// authenticated client) and says why it cannot be reached: client-go's
-// informers retry a refused connection on their own without reporting
-// it, so the Cluster could only say that it is still waiting.
+// a reason to exit: a crash loop would not bring it back sooner. The
+// Cluster says meanwhile why it waits (kube: still waiting for the API
+// server before serving, with the error).
 func (p *plugin) waitCluster(ctx context.Context, logger *slog.Logger) error {
 	select {
 	case <-p.cluster.Ready():
@@ -255,28 +244,13 @@ func (p *plugin) waitCluster(ctx context.Context, logger *slog.Logger) error {
 	default:
 	}
 	logger.Info("rds-csi-plugin: waiting for the Kubernetes API server before serving", "api_server", p.apiServer)
-	probe := time.NewTimer(probeDelay)
-	defer probe.Stop()
-	backoff := probeDelay
-	for {
-		select {
-		case <-p.cluster.Ready():
-			return nil
-		case <-p.clusterDone:
-			return fmt.Errorf("kubernetes: %w", p.clusterErr)
-		case <-ctx.Done():
-			return fmt.Errorf("waiting for the Kubernetes API server: %w", context.Cause(ctx))
-		case <-probe.C:
-			pctx, cancel := context.WithTimeout(ctx, probeTimeout)
-			err := p.kubeClient.Discovery().RESTClient().Get().AbsPath("/version").Do(pctx).Error()
-			cancel()
-			if err != nil && ctx.Err() == nil {
-				logger.Warn("rds-csi-plugin: cannot reach the Kubernetes API server; retrying with backoff",
-					"api_server", p.apiServer, "err", err, "retry_in", backoff)
-			}
-			probe.Reset(backoff)
-			backoff = min(2*backoff, probeMaxBackoff)
-		}
+	select {
+	case <-p.cluster.Ready():
+		return nil
+	case <-p.clusterDone:
+		return fmt.Errorf("kubernetes: %w", p.clusterErr)
+	case <-ctx.Done():
+		return fmt.Errorf("waiting for the Kubernetes API server: %w", context.Cause(ctx))
 	}
 }
 

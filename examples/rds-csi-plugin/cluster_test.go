@@ -472,7 +472,7 @@ current-context: down
 		"--cluster", "on", "--kubeconfig", kubeconfig, "--metrics-address", metricsAddr, "--log-format", "json")
 
 	p.waitLog("rds-csi-plugin: waiting for the Kubernetes API server before serving", 30*time.Second)
-	warn := p.waitLog("rds-csi-plugin: cannot reach the Kubernetes API server; retrying with backoff", 5*time.Second)
+	warn := p.waitLog("kube: still waiting for the API server before serving", 5*time.Second)
 	if warn["level"] != "WARN" || !strings.Contains(fmt.Sprint(warn["err"]), api) {
 		t.Errorf("warning %v: want level WARN and an error naming %s", warn, api)
 	}

@@ -66,13 +66,32 @@ func TestParseConfigDefaults(t *testing.T) {
 	}
 }
 
+// configErrorCase is a configuration parseConfig must refuse with one
+// line containing want.
+type configErrorCase struct {
+	name string
+	args []string
+	env  []string
+	want string
+}
+
+func checkConfigErrors(t *testing.T, cases []configErrorCase) {
+	t.Helper()
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := parseConfig(tc.args, envOf(tc.env...))
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("got %v, want an error containing %q", err, tc.want)
+			}
+			if strings.Contains(err.Error(), "\n") {
+				t.Fatalf("error spans several lines: %q", err)
+			}
+		})
+	}
+}
+
 func TestParseConfigErrors(t *testing.T) {
-	cases := []struct {
-		name string
-		args []string
-		env  []string
-		want string
-	}{
+	cases := []configErrorCase{
 		{"unknown flag", []string{"--bogus"}, nil, "unknown flag --bogus (see --help)"},
 		{"flag without value", []string{"--mode"}, nil, "--mode needs a value (see --help)"},
 		// Go's own message is `invalid value "5" for flag
@@ -135,17 +154,7 @@ func TestParseConfigErrors(t *testing.T) {
 		{"relative node state dir", []string{"--mode", "node", "--node-id", "n", "--node-state-dir", "node"}, nil,
 			`--node-state-dir: must be an absolute path, such as /var/lib/rds-csi/node, got "node"`},
 	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			_, err := parseConfig(tc.args, envOf(tc.env...))
-			if err == nil || !strings.Contains(err.Error(), tc.want) {
-				t.Fatalf("got %v, want an error containing %q", err, tc.want)
-			}
-			if strings.Contains(err.Error(), "\n") {
-				t.Fatalf("error spans several lines: %q", err)
-			}
-		})
-	}
+	checkConfigErrors(t, cases)
 }
 
 // The wrapping that rephrases refused values keeps bool flags usable
@@ -668,12 +677,7 @@ func TestParseConfigClusterErrors(t *testing.T) {
 	le := func(extra ...string) []string {
 		return with(append([]string{"--kubeconfig", "/k", "--leader-election", "--leader-election-namespace", "kube-system"}, extra...)...)
 	}
-	cases := []struct {
-		name string
-		args []string
-		env  []string
-		want string
-	}{
+	cases := []configErrorCase{
 		{"bogus", with("--cluster", "bogus"), nil, `--cluster: must be auto, on or off, got "bogus"`},
 		{"bogus from env", ctrl, []string{"RDS_CSI_CLUSTER", "yes"}, `RDS_CSI_CLUSTER: must be auto, on or off, got "yes"`},
 		{"bogus in node mode", []string{"--mode", "node", "--node-id", "n", "--cluster", "maybe"}, nil, `--cluster: must be auto, on or off`},
@@ -711,15 +715,5 @@ func TestParseConfigClusterErrors(t *testing.T) {
 		{"negative grace", with("--kubeconfig", "/k", "--reconcile-grace", "-1s"), nil, "--reconcile-grace: must be 0 (clear at once) or positive, got -1s"},
 		{"zero interval", with("--kubeconfig", "/k"), []string{"RDS_CSI_RECONCILE_INTERVAL", "0s"}, "RDS_CSI_RECONCILE_INTERVAL: must be positive, got 0s"},
 	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			_, err := parseConfig(tc.args, envOf(tc.env...))
-			if err == nil || !strings.Contains(err.Error(), tc.want) {
-				t.Fatalf("got %v, want an error containing %q", err, tc.want)
-			}
-			if strings.Contains(err.Error(), "\n") {
-				t.Fatalf("error spans several lines: %q", err)
-			}
-		})
-	}
+	checkConfigErrors(t, cases)
 }

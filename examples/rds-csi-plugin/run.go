@@ -14,7 +14,6 @@ import (
 
 	"golang.org/x/crypto/ssh"
 	"google.golang.org/grpc"
-	"k8s.io/client-go/kubernetes"
 
 	"github.com/srvlab/rds-csi/attach"
 	"github.com/srvlab/rds-csi/attach/kube"
@@ -75,8 +74,7 @@ type plugin struct {
 	clusterStop context.CancelFunc // ends the Cluster's Run
 	clusterDone chan struct{}      // closed when the Cluster's Run returns
 	clusterErr  error              // what Run returned, set before clusterDone closes
-	kubeClient  kubernetes.Interface
-	apiServer   string // the API server's address, for the log
+	apiServer   string             // the API server's address, for the log
 }
 
 // run is the whole program: it returns when ctx ends (SIGTERM, SIGINT) or
