@@ -14,6 +14,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/client-go/tools/leaderelection"
 	"k8s.io/klog/v2"
 
 	"github.com/srvlab/rds-csi/attach"
@@ -35,11 +36,6 @@ const envInPod = "KUBERNETES_SERVICE_HOST"
 // --leader-election-namespace. A variable so that tests can point it
 // elsewhere.
 var serviceAccountNamespaceFile = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
-
-// jitterFactor is client-go's leaderelection.JitterFactor: the renew
-// deadline must exceed the retry period times it, or the elector refuses
-// the configuration.
-const jitterFactor = 1.2
 
 // checkCluster resolves --cluster and checks the flags of cluster mode.
 // Only the controller reads the cluster: in mode node they are ignored.
@@ -115,8 +111,8 @@ func (c *config) checkCluster() error {
 	switch {
 	case c.leRetryPeriod <= 0:
 		return fmt.Errorf("%s: must be positive, got %v", retry, c.leRetryPeriod)
-	case c.leRenewDeadline <= time.Duration(jitterFactor*float64(c.leRetryPeriod)):
-		return fmt.Errorf("%s (%v) must be longer than %s (%v) times %v, the retries' jitter", renew, c.leRenewDeadline, retry, c.leRetryPeriod, jitterFactor)
+	case c.leRenewDeadline <= time.Duration(leaderelection.JitterFactor*float64(c.leRetryPeriod)):
+		return fmt.Errorf("%s (%v) must be longer than %s (%v) times %v, the retries' jitter", renew, c.leRenewDeadline, retry, c.leRetryPeriod, leaderelection.JitterFactor)
 	case c.leLeaseDuration <= c.leRenewDeadline:
 		return fmt.Errorf("%s (%v) must be longer than %s (%v)", lease, c.leLeaseDuration, renew, c.leRenewDeadline)
 	}
