@@ -198,6 +198,17 @@ func TestPoolFull(t *testing.T) {
 	fails(t, c, addDisk("d", "1G"), "failure: not enough space")
 	ok(t, c, `/file remove [find name="storage-pool/k8s/b.img"]`)
 	ok(t, c, addDisk("d", "1G"))
+	// The space kept between prints follows growth and removal too.
+	ok(t, c, "/disk remove [find slot=d]")
+	ok(t, c, `/file remove [find name="storage-pool/k8s/d.img"]`)
+	ok(t, c, "/disk set [find slot=a] file-size=2560M")
+	fails(t, c, addDisk("e", "1G"), "failure: not enough space")
+	ok(t, c, addDisk("e", "512M")) // exactly full again
+	fails(t, c, addDisk("f", "1M"), "failure: not enough space")
+	out = ok(t, c, `/disk print terse where mount-point="storage-pool"`)
+	if !strings.Contains(out, "free=0 use=100%") {
+		t.Fatalf("pool: %q", out)
+	}
 }
 
 func TestCopyFrom(t *testing.T) {

@@ -194,7 +194,7 @@ func (s *Server) printFiles(cmd *command, width int) (string, error) {
 		return "", err
 	}
 	var items []props
-	for _, e := range s.st.files() {
+	for _, e := range s.st.filesFor(cmd.where) {
 		p := fileItem(e)
 		if cmd.where == nil || cmd.where.eval(p) {
 			items = append(items, p)
@@ -507,7 +507,7 @@ func (s *Server) fileRemove(cmd *command) error {
 			if f.menu.path != "file" {
 				return errValue("numbers")
 			}
-			for _, e := range s.st.files() {
+			for _, e := range s.st.filesFor(f.cond) {
 				if f.cond == nil || f.cond.eval(fileItem(e)) {
 					names = append(names, e.name)
 				}
@@ -515,11 +515,7 @@ func (s *Server) fileRemove(cmd *command) error {
 			continue
 		}
 		for _, n := range strings.Split(a.val.text, ",") {
-			found := false
-			for _, e := range s.st.files() {
-				found = found || e.name == n
-			}
-			if !found {
+			if _, found := s.st.file(n); !found {
 				return failure(reasonNoSuchItem)
 			}
 			names = append(names, n)

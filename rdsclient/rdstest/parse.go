@@ -437,6 +437,15 @@ func (c cmpCond) eval(p props) bool {
 	}
 }
 
+// exactValue returns v when c is exactly "key=v", so that the one item it
+// can match is looked up instead of listing every item.
+func exactValue(c cond, key string) (string, bool) {
+	if c, ok := c.(cmpCond); ok && c.key == key && c.op == "=" {
+		return c.val, true
+	}
+	return "", false
+}
+
 // onlyKey reports whether every comparison in c is about key, so that c
 // can be evaluated on that property alone.
 func onlyKey(c cond, key string) bool {

@@ -130,17 +130,20 @@ func (st *state) poolOf(filePath string) *pool {
 
 // used sums the apparent sizes of every file in the pool: thin pools are
 // accounted by what their files could grow to, not by blocks on the host.
+// The sum is kept between commands and moved by the fake's own changes
+// (adjustUsed), so that a command costs the same however many files the
+// pool holds; printing the pool's entry counts afresh (usedFresh), which
+// also picks up files a test put there itself.
 func (st *state) used(p *pool) int64 {
 	if n, ok := st.usedMemo[p]; ok {
 		return n
 	}
+	return st.usedFresh(p)
+}
+
+// usedFresh walks the pool's files and keeps the sum for used.
+func (st *state) usedFresh(p *pool) int64 {
 	var sum int64
-	defer func() {
-		if st.usedMemo == nil {
-			st.usedMemo = make(map[*pool]int64)
-		}
-		st.usedMemo[p] = sum
-	}()
 	filepath.WalkDir(filepath.Join(st.dataDir, p.name), func(_ string, d fs.DirEntry, err error) error {
 		if err == nil && d.Type().IsRegular() {
 			if fi, err := d.Info(); err == nil {
@@ -149,7 +152,24 @@ func (st *state) used(p *pool) int64 {
 		}
 		return nil
 	})
+	if st.usedMemo == nil {
+		st.usedMemo = make(map[*pool]int64)
+	}
+	st.usedMemo[p] = sum
 	return sum
+}
+
+// adjustUsed moves the kept sum of the pool holding the file at device
+// path filePath by delta bytes.
+func (st *state) adjustUsed(filePath string, delta int64) {
+	p := st.poolOf(filePath)
+	if p == nil {
+		st.forget()
+		return
+	}
+	if n, ok := st.usedMemo[p]; ok {
+		st.usedMemo[p] = n + delta
+	}
 }
 
 func (st *state) free(p *pool) int64 { return max(0, p.capacity-st.used(p)) }
@@ -234,6 +254,7 @@ func (st *state) add(a addSpec) error {
 	if err := st.createFile(host, size, a.copyFrom); err != nil {
 		return failure("could not create file")
 	}
+	st.adjustUsed(a.filePath, size)
 	st.disks = append(st.disks, &disk{
 		slot: a.slot, typ: "file", filePath: a.filePath,
 		export: a.export, port: a.port, nqn: a.nqn,
@@ -242,7 +263,6 @@ func (st *state) add(a addSpec) error {
 }
 
 func (st *state) createFile(host string, size int64, from *disk) (err error) {
-	defer st.forget()
 	if err := os.MkdirAll(filepath.Dir(host), 0o755); err != nil {
 		return err
 	}
@@ -274,7 +294,6 @@ func (st *state) createFile(host string, size int64, from *disk) (err error) {
 
 // resize grows every target's backing file to size, checking all first.
 func (st *state) resize(targets []*disk, size int64) error {
-	defer st.forget()
 	need := map[*pool]int64{}
 	for _, d := range targets {
 		if d.typ != "file" || d.filePath == "" {
@@ -294,9 +313,12 @@ func (st *state) resize(targets []*disk, size int64) error {
 		}
 	}
 	for _, d := range targets {
+		cur := st.fileSize(d)
 		if err := os.Truncate(st.hostPath(d.filePath), size); err != nil {
+			st.forget()
 			return failure("could not resize file")
 		}
+		st.adjustUsed(d.filePath, size-cur)
 	}
 	return nil
 }
@@ -305,7 +327,6 @@ func (st *state) resize(targets []*disk, size int64) error {
 // it checks every target first, so one refused target (not a file disk,
 // or in use) leaves the others in place too.
 func (st *state) removeDisks(targets []*disk) error {
-	defer st.forget()
 	for _, d := range targets {
 		if d.typ != "file" {
 			return failure(reasonNotFileDisk)
@@ -335,6 +356,57 @@ type fileEntry struct {
 	typ     string // "disk" for a pool, "directory", ".img file", "file"
 	size    int64
 	modTime time.Time
+}
+
+// filesFor lists the entries condition c (nil: all) may match: the one
+// named by a "name=<name>" condition, else all of them (files).
+func (st *state) filesFor(c cond) []fileEntry {
+	if name, ok := exactValue(c, "name"); ok {
+		if e, ok := st.file(name); ok {
+			return []fileEntry{e}
+		}
+		return nil
+	}
+	return st.files()
+}
+
+// file returns the entry of the file or directory named name (no leading
+// slash), as files would list it, without walking the pools.
+func (st *state) file(name string) (fileEntry, bool) {
+	if name == "" || strings.HasPrefix(name, "/") || path.Clean(name) != name {
+		return fileEntry{}, false
+	}
+	poolName, _, _ := strings.Cut(name, "/")
+	var root string
+	for _, p := range st.pools {
+		if p.name == poolName {
+			root = filepath.Join(st.dataDir, p.name)
+		}
+	}
+	if root == "" {
+		return fileEntry{}, false
+	}
+	host := filepath.Join(st.dataDir, filepath.FromSlash(name))
+	fi, err := os.Lstat(host)
+	if err != nil {
+		return fileEntry{}, false
+	}
+	e := fileEntry{name: name, modTime: fi.ModTime()}
+	switch {
+	case host == root:
+		e.typ = "disk"
+	case fi.IsDir():
+		e.typ = "directory"
+	case fi.Mode().IsRegular():
+		e.size = fi.Size()
+		e.typ = "file"
+		if ext := path.Ext(fi.Name()); ext != "" {
+			e.typ = ext + " file"
+		}
+	default:
+		return fileEntry{}, false
+	}
+	return e, true
 }
 
 // files lists every directory and file under the pools, in name order.
@@ -378,7 +450,6 @@ func (st *state) files() []fileEntry {
 
 // removeFiles deletes files and empty directories, checking all first.
 func (st *state) removeFiles(names []string) error {
-	defer st.forget()
 	for _, n := range names {
 		if st.fileUsedByDisk("/" + n) {
 			return failure(reasonFileInUse)
@@ -399,9 +470,16 @@ func (st *state) removeFiles(names []string) error {
 		}
 	}
 	for _, n := range names {
-		if err := os.Remove(st.hostPath(n)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		host := st.hostPath(n)
+		var size int64
+		if fi, err := os.Lstat(host); err == nil && fi.Mode().IsRegular() {
+			size = fi.Size()
+		}
+		if err := os.Remove(host); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			st.forget()
 			return failure("could not remove file")
 		}
+		st.adjustUsed("/"+n, -size)
 	}
 	return nil
 }
@@ -437,7 +515,7 @@ func (st *state) addForeign(f ForeignDisk) error {
 // "Output format" and "Wrapping").
 func (st *state) diskItem(d *disk) props {
 	if d.pool != nil {
-		used := st.used(d.pool)
+		used := st.usedFresh(d.pool)
 		free := max(0, d.pool.capacity-used)
 		use := int64(math.Round(float64(used) * 100 / float64(d.pool.capacity)))
 		// Pool entries as rdsclient/docs/device.md, "Output format",
