@@ -42,7 +42,8 @@ type Client struct {
 	obs   Observer
 	width int // console width print detail is wrapped at
 
-	sem chan struct{} // bounds concurrent sessions
+	sem   chan struct{} // bounds concurrent sessions
+	reads *coalescer    // nil when reads are not coalesced
 
 	base   context.Context // ends at Close; bounds background re-dials
 	cancel context.CancelFunc
@@ -120,6 +121,9 @@ func Dial(ctx context.Context, addr string, cfg *Config, opts ...Option) (*Clien
 		obs:   o.observer,
 		sem:   make(chan struct{}, o.maxSessions),
 		width: routeros.ConsoleWidth(conf.User),
+	}
+	if o.coalesce > 1 {
+		c.reads = &coalescer{c: c, maxTerms: o.coalesce, maxPrints: max(o.maxSessions/2, 1)}
 	}
 	c.ssh = &ssh.ClientConfig{
 		User:              conf.User,

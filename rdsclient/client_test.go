@@ -35,6 +35,10 @@ func TestCreateReadDisk(t *testing.T) {
 	if err != nil {
 		t.Fatalf("CreateDisk: %v", err)
 	}
+	// One command: a silent add is not read back.
+	if cmds := srv.Commands(); len(cmds) != 1 || !strings.HasPrefix(cmds[0], "/disk add ") {
+		t.Errorf("CreateDisk sent %q, want the add alone", cmds)
+	}
 	if d.Slot != want.Slot || d.Type != "file" || d.FilePath != want.FilePath {
 		t.Errorf("CreateDisk = %+v", d)
 	}
@@ -52,8 +56,10 @@ func TestCreateReadDisk(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Disk: %v", err)
 	}
-	if got.Slot != d.Slot || got.SizeBytes != d.SizeBytes || got.FilePath != d.FilePath || *got.Export != *d.Export {
-		t.Errorf("Disk = %+v, want %+v", got, d)
+	// The disk CreateDisk described from the spec is the disk the
+	// device holds.
+	if !reflect.DeepEqual(got, d) {
+		t.Errorf("Disk = %+v, want %+v as returned by CreateDisk", got, d)
 	}
 	if _, err := os.Stat(mustDiskFile(t, srv, want.Slot)); err != nil {
 		t.Errorf("backing file: %v", err)
@@ -67,6 +73,9 @@ func TestCreateReadDisk(t *testing.T) {
 	}
 	if d2.Export != nil || d2.SizeBytes != 2*gib {
 		t.Errorf("unexported disk = %+v", d2)
+	}
+	if got2, err := c.Disk(ctx, plain.Slot); err != nil || !reflect.DeepEqual(got2, d2) {
+		t.Errorf("Disk = %+v, %v; want %+v as returned by CreateDisk", got2, err, d2)
 	}
 	if !commandSent(srv, "/disk add type=file ", "file-size=2G") {
 		t.Errorf("2 GiB not sent as 2G: %q", srv.Commands())
@@ -165,31 +174,94 @@ func TestResizeDisk(t *testing.T) {
 	if _, err := c.CreateDisk(ctx, spec("pvc-grow", gib)); err != nil {
 		t.Fatal(err)
 	}
-	d, err := c.ResizeDisk(ctx, "pvc-grow", 2*gib+1)
+	cur := mustDisk(t, c, "pvc-grow")
+	srv.ResetCommands()
+	d, err := c.ResizeDisk(ctx, cur, 2*gib+1)
 	if err != nil {
 		t.Fatalf("ResizeDisk: %v", err)
 	}
 	if d.SizeBytes != 2*gib+mib {
 		t.Errorf("size after resize = %d, want %d", d.SizeBytes, 2*gib+mib)
 	}
+	// The set and one read-back (a set on an empty [find] is silent
+	// too, so only the read shows the disk grew); no read before.
+	want := []string{
+		`/disk set [find slot="pvc-grow"] file-size=2049M`,
+		`/disk print detail where slot="pvc-grow"`,
+	}
+	if got := srv.Commands(); !reflect.DeepEqual(got, want) {
+		t.Errorf("ResizeDisk sent %q, want %q", got, want)
+	}
 	if fi, err := os.Stat(mustDiskFile(t, srv, "pvc-grow")); err != nil || fi.Size() != 2*gib+mib {
 		t.Errorf("backing file size = %v, %v", fi, err)
 	}
-
-	// Same size: no set is sent.
-	srv.ResetCommands()
-	if d, err := c.ResizeDisk(ctx, "pvc-grow", 2*gib+mib); err != nil || d.SizeBytes != 2*gib+mib {
-		t.Errorf("same-size ResizeDisk = %+v, %v", d, err)
+	// What ResizeDisk returned is what the device now holds.
+	if got := mustDisk(t, c, "pvc-grow"); !reflect.DeepEqual(got, d) {
+		t.Errorf("Disk after resize = %+v, ResizeDisk returned %+v", got, d)
 	}
-	// Shrinking: ErrInvalid, and no set is sent.
-	if _, err := c.ResizeDisk(ctx, "pvc-grow", gib); !errors.Is(err, rdsclient.ErrInvalid) {
+
+	// Same size: d itself, and nothing is sent.
+	srv.ResetCommands()
+	if same, err := c.ResizeDisk(ctx, d, 2*gib+mib); err != nil || !reflect.DeepEqual(same, d) {
+		t.Errorf("same-size ResizeDisk = %+v, %v; want %+v", same, err, d)
+	}
+	// Shrinking: ErrInvalid, and nothing is sent.
+	if _, err := c.ResizeDisk(ctx, d, gib); !errors.Is(err, rdsclient.ErrInvalid) {
 		t.Errorf("shrink = %v, want ErrInvalid", err)
 	}
-	if n := countCommands(srv, "/disk set"); n != 0 {
-		t.Errorf("%d /disk set sent for no-op and shrink", n)
+	// Only file disks are resized; a foreign one is refused unsent.
+	srv.AddForeignDisk(rdstest.ForeignDisk{Slot: "nvme3", Type: "nvme", SizeBytes: gib})
+	nvme := mustDisk(t, c, "nvme3")
+	srv.ResetCommands()
+	if _, err := c.ResizeDisk(ctx, nvme, 2*gib); !errors.Is(err, rdsclient.ErrInvalid) {
+		t.Errorf("ResizeDisk(nvme3) = %v, want ErrInvalid", err)
 	}
-	if _, err := c.ResizeDisk(ctx, "pvc-none", gib); !errors.Is(err, rdsclient.ErrNotFound) {
-		t.Errorf("resize missing = %v, want ErrNotFound", err)
+	if cmds := srv.Commands(); len(cmds) != 0 {
+		t.Errorf("commands %q sent for no-op, shrink and a foreign disk", cmds)
+	}
+	// A caller with only a slot reads the disk first: an absent disk
+	// fails there.
+	if _, err := c.Disk(ctx, "pvc-none"); !errors.Is(err, rdsclient.ErrNotFound) {
+		t.Errorf("Disk(pvc-none) = %v, want ErrNotFound", err)
+	}
+}
+
+// TestResizeDiskGone: a disk removed since the caller read it is neither
+// created by the resize nor reported grown. The set, its [find] empty,
+// is silent; the read-back is what fails, with ErrNotFound.
+func TestResizeDiskGone(t *testing.T) {
+	srv := newServer(t)
+	c := dial(t, srv)
+	ctx := testCtx(t)
+	if _, err := c.CreateDisk(ctx, spec("pvc-gone", gib)); err != nil {
+		t.Fatal(err)
+	}
+	stale := mustDisk(t, c, "pvc-gone")
+	file := mustDiskFile(t, srv, "pvc-gone")
+	if err := c.DeleteDisk(ctx, stale); err != nil {
+		t.Fatal(err)
+	}
+	srv.ResetCommands()
+	d, err := c.ResizeDisk(ctx, stale, 2*gib)
+	var ce *rdsclient.CommandError
+	if !errors.Is(err, rdsclient.ErrNotFound) || !errors.As(err, &ce) || ce.Command != `/disk print detail where slot="pvc-gone"` {
+		t.Errorf("ResizeDisk of a deleted disk = %v, want ErrNotFound from the read-back", err)
+	}
+	if !reflect.DeepEqual(d, rdsclient.Disk{}) {
+		t.Errorf("ResizeDisk of a deleted disk returned %+v, want the zero Disk", d)
+	}
+	want := []string{
+		`/disk set [find slot="pvc-gone"] file-size=2G`,
+		`/disk print detail where slot="pvc-gone"`,
+	}
+	if got := srv.Commands(); !reflect.DeepEqual(got, want) {
+		t.Errorf("ResizeDisk sent %q, want %q (the set once, not again)", got, want)
+	}
+	if _, err := c.Disk(ctx, "pvc-gone"); !errors.Is(err, rdsclient.ErrNotFound) {
+		t.Errorf("Disk(pvc-gone) after the resize = %v, want ErrNotFound", err)
+	}
+	if _, err := os.Stat(file); !os.IsNotExist(err) {
+		t.Errorf("backing file after the resize: %v, want none", err)
 	}
 }
 
@@ -202,8 +274,20 @@ func TestDeleteDisk(t *testing.T) {
 		t.Fatal(err)
 	}
 	file := mustDiskFile(t, srv, s.Slot)
-	if err := c.DeleteDisk(ctx, s.Slot); err != nil {
+	d := mustDisk(t, c, s.Slot)
+	srv.ResetCommands()
+	if err := c.DeleteDisk(ctx, d); err != nil {
 		t.Fatalf("DeleteDisk: %v", err)
+	}
+	// Three commands: the disk's remove, the print proving it gone (a
+	// silent remove is not taken on trust), and its file's remove.
+	want := []string{
+		`/disk remove [find slot="pvc-del"]`,
+		`/disk print detail where slot="pvc-del"`,
+		`/file remove [find name="storage-pool/k8s/pvc-del.img"]`,
+	}
+	if got := srv.Commands(); !reflect.DeepEqual(got, want) {
+		t.Errorf("DeleteDisk sent %q, want %q", got, want)
 	}
 	if _, err := c.Disk(ctx, s.Slot); !errors.Is(err, rdsclient.ErrNotFound) {
 		t.Errorf("disk still there: %v", err)
@@ -211,12 +295,18 @@ func TestDeleteDisk(t *testing.T) {
 	if _, err := os.Stat(file); !os.IsNotExist(err) {
 		t.Errorf("backing file still there: %v", err)
 	}
-	if !commandSent(srv, `/file remove [find name="storage-pool/k8s/pvc-del.img"]`, "") {
-		t.Errorf("file remove not sent as expected: %q", srv.Commands())
-	}
-	// Already gone: nil.
-	if err := c.DeleteDisk(ctx, s.Slot); err != nil {
+	// Already gone: a stale Disk is deleted without error (both removes
+	// find nothing and are silent, the print shows the disk absent), and
+	// a caller that reads first is told ErrNotFound.
+	srv.ResetCommands()
+	if err := c.DeleteDisk(ctx, d); err != nil {
 		t.Errorf("second DeleteDisk = %v", err)
+	}
+	if got := srv.Commands(); !reflect.DeepEqual(got, want) {
+		t.Errorf("second DeleteDisk sent %q, want %q", got, want)
+	}
+	if err := deleteSlot(ctx, c, s.Slot); !errors.Is(err, rdsclient.ErrNotFound) {
+		t.Errorf("read and delete of a gone disk = %v, want ErrNotFound from the read", err)
 	}
 }
 
@@ -227,23 +317,23 @@ func TestDeleteDiskRaces(t *testing.T) {
 	if _, err := c.CreateDisk(ctx, spec("pvc-race", gib)); err != nil {
 		t.Fatal(err)
 	}
-	// The disk vanishes between DeleteDisk's read and its remove (another
-	// caller removed it), and RouterOS answers the remove with "no such
-	// item": a read-back proves it gone, so that is success. The first
-	// print is answered with what the device printed before the disk
-	// went, which needs no timing.
-	stale := rawOutput(t, srv, `/disk print detail where slot="pvc-race"`)
-	if err := c.DeleteDisk(ctx, "pvc-race"); err != nil {
-		t.Fatalf("DeleteDisk: %v", err)
+	// The disk vanishes between the caller's read and its DeleteDisk
+	// (another caller removed it, its file too), and RouterOS answers
+	// the remove with "no such item": the read-back proves it gone, so
+	// that is success.
+	d := mustDisk(t, c, "pvc-race")
+	file := mustDiskFile(t, srv, "pvc-race")
+	rawOutput(t, srv, `/disk remove [find slot="pvc-race"]`)
+	rawOutput(t, srv, `/file remove [find name="storage-pool/k8s/pvc-race.img"]`)
+	if _, err := os.Stat(file); !os.IsNotExist(err) {
+		t.Fatalf("the other caller's remove left the file: %v", err)
 	}
 	srv.ResetCommands()
-	srv.Inject(rdstest.AnswerNth(`^/disk print`, 1, stale, 0))
 	srv.Inject(rdstest.FailNth(`^/disk remove`, 1, "failure: no such item"))
-	if err := c.DeleteDisk(ctx, "pvc-race"); err != nil {
+	if err := c.DeleteDisk(ctx, d); err != nil {
 		t.Errorf("DeleteDisk answered no such item = %v", err)
 	}
 	want := []string{
-		`/disk print detail where slot="pvc-race"`,
 		`/disk remove [find slot="pvc-race"]`,
 		`/disk print detail where slot="pvc-race"`,
 		`/file remove [find name="storage-pool/k8s/pvc-race.img"]`,
@@ -256,23 +346,44 @@ func TestDeleteDiskRaces(t *testing.T) {
 	if _, err := c.CreateDisk(ctx, spec("pvc-busy", gib)); err != nil {
 		t.Fatal(err)
 	}
+	busy := mustDisk(t, c, "pvc-busy")
+	srv.ResetCommands()
 	srv.Inject(rdstest.FailNth(`^/disk remove \[find slot="pvc-busy"\]`, 1, "failure: disk is in use"))
-	err := c.DeleteDisk(ctx, "pvc-busy")
+	err := c.DeleteDisk(ctx, busy)
 	var ce *rdsclient.CommandError
 	if !errors.Is(err, rdsclient.ErrInUse) || !errors.As(err, &ce) || ce.ExitStatus != 1 {
 		t.Errorf("DeleteDisk of busy disk = %v, want ErrInUse *CommandError", err)
 	}
+	// A failed remove is the answer: neither read back nor followed by
+	// the file's remove.
+	if got, want := srv.Commands(), []string{`/disk remove [find slot="pvc-busy"]`}; !reflect.DeepEqual(got, want) {
+		t.Errorf("DeleteDisk of busy disk sent %q, want %q", got, want)
+	}
 	if _, err := c.Disk(ctx, "pvc-busy"); err != nil {
 		t.Errorf("busy disk must survive: %v", err)
 	}
+	if _, err := os.Stat(mustDiskFile(t, srv, "pvc-busy")); err != nil {
+		t.Errorf("backing file of the busy disk must survive: %v", err)
+	}
 	// Foreign non-file disks are never removed.
 	srv.AddForeignDisk(rdstest.ForeignDisk{Slot: "nvme2", Type: "nvme", SizeBytes: gib})
+	nvme := mustDisk(t, c, "nvme2")
 	srv.ResetCommands()
-	if err := c.DeleteDisk(ctx, "nvme2"); !errors.Is(err, rdsclient.ErrInvalid) {
+	if err := c.DeleteDisk(ctx, nvme); !errors.Is(err, rdsclient.ErrInvalid) {
 		t.Errorf("DeleteDisk(nvme2) = %v, want ErrInvalid", err)
 	}
-	if n := countCommands(srv, "/disk remove"); n != 0 {
-		t.Errorf("remove sent for a foreign nvme disk")
+	// A file disk whose path cannot be turned into a safe /file name
+	// is refused before anything is removed.
+	bad := busy
+	bad.FilePath = "/storage-pool/k8s/../pvc-busy.img"
+	if err := c.DeleteDisk(ctx, bad); !errors.Is(err, rdsclient.ErrUnexpectedOutput) {
+		t.Errorf("DeleteDisk with path %q = %v, want ErrUnexpectedOutput", bad.FilePath, err)
+	}
+	if cmds := srv.Commands(); len(cmds) != 0 {
+		t.Errorf("commands %q sent for a foreign disk and an unsafe path", cmds)
+	}
+	if _, err := c.Disk(ctx, "nvme2"); err != nil {
+		t.Errorf("foreign disk must survive: %v", err)
 	}
 }
 
@@ -280,7 +391,8 @@ func TestCopyDisk(t *testing.T) {
 	srv := newServer(t)
 	c := dial(t, srv)
 	ctx := testCtx(t)
-	if _, err := c.CreateDisk(ctx, spec("pvc-src", 8*mib)); err != nil {
+	src, err := c.CreateDisk(ctx, spec("pvc-src", 8*mib))
+	if err != nil {
 		t.Fatal(err)
 	}
 	// Write into the sparse backing file without truncating it.
@@ -295,41 +407,120 @@ func TestCopyDisk(t *testing.T) {
 		t.Fatal(err)
 	}
 	snap := rdsclient.DiskSpec{Slot: "snap-1", FilePath: "/storage-pool/k8s/snap-1.img"}
-	d, err := c.CopyDisk(ctx, "pvc-src", snap)
+	srv.ResetCommands()
+	d, err := c.CopyDisk(ctx, src, snap)
 	if err != nil {
 		t.Fatalf("CopyDisk snapshot: %v", err)
 	}
-	if d.Export != nil || d.SizeBytes != 8*mib || d.FilePath != snap.FilePath {
+	// SizeBytes 0: the device gives the copy the source's size, which
+	// the copy's read-back reports.
+	if d.Slot != snap.Slot || d.Type != "file" || d.Export != nil || d.SizeBytes != 8*mib || d.FilePath != snap.FilePath {
 		t.Errorf("snapshot = %+v", d)
 	}
-	if !commandSent(srv, `/disk add type=file copy-from=[find slot="pvc-src"]`, `slot="snap-1"`) {
-		t.Errorf("copy not sent as expected: %q", srv.Commands())
+	// Two commands: the add, without a file-size, and the copy's
+	// read-back; the source is not read.
+	want := []string{
+		`/disk add type=file copy-from=[find slot="pvc-src"] file-path="/storage-pool/k8s/snap-1.img" slot="snap-1"`,
+		`/disk print detail where slot="snap-1"`,
+	}
+	if got := srv.Commands(); !reflect.DeepEqual(got, want) {
+		t.Errorf("copy sent %q, want %q", got, want)
+	}
+	if got := mustDisk(t, c, "snap-1"); !reflect.DeepEqual(got, d) {
+		t.Errorf("Disk(snap-1) = %+v, CopyDisk returned %+v", got, d)
 	}
 	b, err := os.ReadFile(mustDiskFile(t, srv, "snap-1"))
 	if err != nil || !strings.HasPrefix(string(b), "hello") {
 		t.Errorf("copy content = %q, %v", b, err)
 	}
-	// A bigger, exported restore.
+	// A bigger, exported restore, from the snapshot as read: with a
+	// size, the add alone, its result described from the spec.
 	clone := spec("pvc-clone", 16*mib)
-	d, err = c.CopyDisk(ctx, "snap-1", clone)
-	if err != nil || d.SizeBytes != 16*mib || d.Export == nil || d.Export.NQN != clone.Export.NQN {
+	snapDisk := mustDisk(t, c, "snap-1")
+	srv.ResetCommands()
+	d, err = c.CopyDisk(ctx, snapDisk, clone)
+	if err != nil || d.SizeBytes != 16*mib || d.Export == nil || d.Export.NQN != clone.Export.NQN || d.Export.Port != 4420 {
 		t.Errorf("clone = %+v, %v", d, err)
 	}
-	// Missing source.
-	srv.ResetCommands()
-	if _, err := c.CopyDisk(ctx, "pvc-nope", spec("pvc-x", 8*mib)); !errors.Is(err, rdsclient.ErrNotFound) {
-		t.Errorf("copy of missing source = %v, want ErrNotFound", err)
+	if cmds := srv.Commands(); len(cmds) != 1 ||
+		!strings.HasPrefix(cmds[0], `/disk add type=file copy-from=[find slot="snap-1"] `) || !strings.Contains(cmds[0], ` file-size=16M slot="pvc-clone"`) {
+		t.Errorf("sized copy sent %q, want the add alone", cmds)
 	}
-	// Smaller than the source.
-	if _, err := c.CopyDisk(ctx, "pvc-clone", spec("pvc-y", 8*mib)); !errors.Is(err, rdsclient.ErrInvalid) {
+	if got := mustDisk(t, c, "pvc-clone"); !reflect.DeepEqual(got, d) {
+		t.Errorf("Disk(pvc-clone) = %+v, CopyDisk returned %+v", got, d)
+	}
+	// Smaller than the source: refused unsent.
+	srv.ResetCommands()
+	if _, err := c.CopyDisk(ctx, d, spec("pvc-y", 8*mib)); !errors.Is(err, rdsclient.ErrInvalid) {
 		t.Errorf("shrinking copy = %v, want ErrInvalid", err)
 	}
 	if n := countCommands(srv, "/disk add"); n != 0 {
-		t.Errorf("%d adds sent for refused copies", n)
+		t.Errorf("%d adds sent for a refused copy", n)
+	}
+	// Missing source: a caller that reads it first is told ErrNotFound;
+	// a stale source, gone since it was read, fails on the device with
+	// "no such item".
+	if _, err := c.Disk(ctx, "pvc-nope"); !errors.Is(err, rdsclient.ErrNotFound) {
+		t.Errorf("Disk(pvc-nope) = %v, want ErrNotFound", err)
+	}
+	gone := src
+	gone.Slot = "pvc-nope"
+	// With or without a size, the failed add is the answer: not read
+	// back.
+	for _, size := range []int64{8 * mib, 0} {
+		srv.ResetCommands()
+		_, err = c.CopyDisk(ctx, gone, spec("pvc-x", size))
+		var ce *rdsclient.CommandError
+		if !errors.Is(err, rdsclient.ErrNotFound) || !errors.As(err, &ce) || !strings.HasPrefix(ce.Command, `/disk add type=file copy-from=[find slot="pvc-nope"]`) {
+			t.Errorf("copy (size %d) of missing source = %v, want ErrNotFound from the add", size, err)
+		}
+		if cmds := srv.Commands(); len(cmds) != 1 {
+			t.Errorf("copy (size %d) of missing source sent %q, want the add alone", size, cmds)
+		}
+		if _, err := c.Disk(ctx, "pvc-x"); !errors.Is(err, rdsclient.ErrNotFound) {
+			t.Errorf("copy of missing source created pvc-x: %v", err)
+		}
 	}
 	// Existing target.
-	if _, err := c.CopyDisk(ctx, "pvc-src", snap); !errors.Is(err, rdsclient.ErrExists) {
+	if _, err := c.CopyDisk(ctx, src, snap); !errors.Is(err, rdsclient.ErrExists) {
 		t.Errorf("copy onto existing slot = %v, want ErrExists", err)
+	}
+}
+
+// TestCopyDiskSizeFromDevice: a copy without a size gets the source's
+// size at the moment of the copy, which may differ from the size of the
+// source as the caller read it; CopyDisk returns the device's size.
+func TestCopyDiskSizeFromDevice(t *testing.T) {
+	srv := newServer(t)
+	c := dial(t, srv)
+	ctx := testCtx(t)
+	if _, err := c.CreateDisk(ctx, spec("pvc-grows", 8*mib)); err != nil {
+		t.Fatal(err)
+	}
+	stale := mustDisk(t, c, "pvc-grows")
+	if stale.SizeBytes != 8*mib {
+		t.Fatalf("source = %+v, want 8 MiB", stale)
+	}
+	grown, err := c.ResizeDisk(ctx, stale, 16*mib)
+	if err != nil || grown.SizeBytes != 16*mib {
+		t.Fatalf("ResizeDisk = %+v, %v", grown, err)
+	}
+	snap := rdsclient.DiskSpec{Slot: "snap-grows", FilePath: "/storage-pool/k8s/snap-grows.img"}
+	srv.ResetCommands()
+	d, err := c.CopyDisk(ctx, stale, snap)
+	if err != nil {
+		t.Fatalf("CopyDisk: %v", err)
+	}
+	if d.SizeBytes != 16*mib {
+		t.Errorf("copy of a source grown to 16 MiB, passed as read at 8 MiB, has %d bytes, want %d", d.SizeBytes, 16*mib)
+	}
+	if got := mustDisk(t, c, "snap-grows"); !reflect.DeepEqual(got, d) {
+		t.Errorf("Disk(snap-grows) = %+v, CopyDisk returned %+v", got, d)
+	}
+	if cmds := srv.Commands(); len(cmds) != 3 || strings.Contains(cmds[0], "file-size=") ||
+		!strings.HasPrefix(cmds[0], `/disk add type=file copy-from=[find slot="pvc-grows"] `) ||
+		cmds[1] != `/disk print detail where slot="snap-grows"` {
+		t.Errorf("commands %q, want the add without file-size, its read-back and the test's read", cmds)
 	}
 }
 
@@ -545,7 +736,8 @@ func TestErrorClasses(t *testing.T) {
 	srv := newServer(t)
 	c := dial(t, srv)
 	ctx := testCtx(t)
-	if _, err := c.CreateDisk(ctx, spec("pvc-cls", gib)); err != nil {
+	cls, err := c.CreateDisk(ctx, spec("pvc-cls", gib))
+	if err != nil {
 		t.Fatal(err)
 	}
 	cases := []struct {
@@ -566,7 +758,7 @@ func TestErrorClasses(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			remove := srv.Inject(rdstest.FailNth(`^/disk set`, 1, tc.output))
 			defer remove()
-			_, err := c.ResizeDisk(ctx, "pvc-cls", 4*gib)
+			_, err := c.ResizeDisk(ctx, cls, 4*gib)
 			if !errors.Is(err, tc.want) {
 				t.Fatalf("err = %v, want %v", err, tc.want)
 			}
@@ -621,14 +813,16 @@ func TestCommandLog(t *testing.T) {
 	c := dial(t, srv)
 	ctx := testCtx(t)
 	s := spec("pvc-wire", gib)
+	var d rdsclient.Disk
 	steps := []func() error{
 		func() error { _, err := c.CreateDisk(ctx, s); return err },
 		func() error { _, err := c.Disks(ctx, "pvc-"); return err },
-		func() error { _, err := c.ResizeDisk(ctx, s.Slot, 2*gib); return err },
+		func() (err error) { d, err = c.Disk(ctx, s.Slot); return err },
+		func() (err error) { d, err = c.ResizeDisk(ctx, d, 2*gib); return err },
 		func() error { _, err := c.Capacity(ctx, pool); return err },
 		func() error { _, err := c.Files(ctx, "/storage-pool/k8s"); return err },
 		func() error { _, err := c.DiskStats(ctx, s.Slot); return err },
-		func() error { return c.DeleteDisk(ctx, s.Slot) },
+		func() error { return c.DeleteDisk(ctx, d) },
 	}
 	for i, step := range steps {
 		if err := step(); err != nil {
@@ -637,7 +831,6 @@ func TestCommandLog(t *testing.T) {
 	}
 	want := []string{
 		`/disk add type=file file-path="/storage-pool/k8s/pvc-wire.img" file-size=1G slot="pvc-wire" nvme-tcp-export=yes nvme-tcp-server-port=4420 nvme-tcp-server-nqn="nqn.2000-02.com.mikrotik:pvc-wire"`,
-		`/disk print detail where slot="pvc-wire"`,
 		`/disk print detail where slot~"^pvc-"`,
 		`/disk print detail where slot="pvc-wire"`,
 		`/disk set [find slot="pvc-wire"] file-size=2G`,
@@ -645,7 +838,6 @@ func TestCommandLog(t *testing.T) {
 		`/disk print detail where mount-point="storage-pool"`,
 		`/file print detail where name~"^storage-pool/k8s"`,
 		`/disk monitor-traffic "pvc-wire" once`,
-		`/disk print detail where slot="pvc-wire"`,
 		`/disk remove [find slot="pvc-wire"]`,
 		`/disk print detail where slot="pvc-wire"`,
 		`/file remove [find name="storage-pool/k8s/pvc-wire.img"]`,

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"reflect"
 	"sort"
 	"sync"
 	"testing"
@@ -17,6 +18,8 @@ import (
 // TestConcurrentMixedOperations runs 64 goroutines mixing every operation
 // over one Client, with a connection drop in the middle, and checks that
 // the final state on the fake is exactly what the goroutines intended.
+// Reads by slot and of the pool run concurrently and are coalesced
+// (the default); every caller must still get its own disk.
 func TestConcurrentMixedOperations(t *testing.T) {
 	checkLeaks(t)
 	srv := newServer(t)
@@ -33,7 +36,8 @@ func TestConcurrentMixedOperations(t *testing.T) {
 			defer wg.Done()
 			slot := fmt.Sprintf("pvc-mix-%02d", g)
 			s := spec(slot, int64(g+1)*mib)
-			if _, err := c.CreateDisk(ctx, s); err != nil {
+			created, err := c.CreateDisk(ctx, s)
+			if err != nil {
 				fail(g, "create", err)
 				return
 			}
@@ -42,9 +46,17 @@ func TestConcurrentMixedOperations(t *testing.T) {
 			if d, err := c.CreateDisk(ctx, s); !errors.Is(err, rdsclient.ErrExists) && (err != nil || d.Slot != slot) {
 				fail(g, "create again", fmt.Errorf("%+v, %v", d, err))
 			}
-			d, err := c.ResizeDisk(ctx, slot, int64(g+2)*mib)
+			// The read answers this caller's slot, however many reads
+			// one print answered.
+			read, err := c.Disk(ctx, slot)
+			if err != nil || !reflect.DeepEqual(read, created) {
+				fail(g, "read", fmt.Errorf("%+v, want %+v: %w", read, created, err))
+				return
+			}
+			d, err := c.ResizeDisk(ctx, read, int64(g+2)*mib)
 			if err != nil || d.SizeBytes != int64(g+2)*mib {
 				fail(g, "resize", fmt.Errorf("%+v: %w", d, err))
+				return
 			}
 			if _, err := c.Disks(ctx, "pvc-mix-"); err != nil {
 				fail(g, "list", err)
@@ -62,15 +74,18 @@ func TestConcurrentMixedOperations(t *testing.T) {
 				fail(g, "ping", err)
 			}
 			snap := rdsclient.DiskSpec{Slot: fmt.Sprintf("snap-mix-%02d", g), FilePath: fmt.Sprintf("/storage-pool/k8s/snap-mix-%02d.img", g)}
-			if _, err := c.CopyDisk(ctx, slot, snap); err != nil {
-				fail(g, "copy", err)
+			copied, err := c.CopyDisk(ctx, d, snap)
+			if err != nil || copied.SizeBytes != d.SizeBytes {
+				fail(g, "copy", fmt.Errorf("%+v: %w", copied, err))
+				return
 			}
-			// Odd workers delete their volume, even ones their snapshot.
+			// Odd workers delete their volume, even ones their snapshot,
+			// each as just read.
 			victim := snap.Slot
 			if g%2 == 1 {
 				victim = slot
 			}
-			if err := c.DeleteDisk(ctx, victim); err != nil {
+			if err := deleteSlot(ctx, c, victim); err != nil {
 				fail(g, "delete", err)
 			}
 			if _, err := c.Disk(ctx, victim); !errors.Is(err, rdsclient.ErrNotFound) {
@@ -124,7 +139,10 @@ func TestMaxSessionsBound(t *testing.T) {
 	srv := newServer(t)
 	queued := make(chan string, 8)
 	log := slog.New(logEvents{msg: "rdsclient: waiting for a session", ch: queued})
-	c := dial(t, srv, rdsclient.WithMaxSessions(2), rdsclient.WithLogger(log))
+	// Uncoalesced, so that the two reads below hold a session each;
+	// coalesced, two sessions allow one print in flight (half of them),
+	// and the second would wait for the first's print instead.
+	c := dial(t, srv, rdsclient.WithMaxSessions(2), rdsclient.WithLogger(log), rdsclient.WithCoalescedReads(1))
 	ctx := testCtx(t)
 	// Two reads hang until their context ends, holding both sessions.
 	// Nothing completes meanwhile, so the count below does not depend on

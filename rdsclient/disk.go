@@ -9,12 +9,14 @@ import (
 	"github.com/srvlab/rds-csi/internal/routeros"
 )
 
-// CreateDisk creates a file-backed disk and returns it as read back. When
-// the slot already exists it fails with an error wrapping ErrExists; the
-// caller decides whether the existing disk is the one it wanted. If the
-// connection drops after the command was sent, the disk is read back: a
-// disk matching spec means success, no disk means the command did not
-// run and it is sent once more.
+// CreateDisk creates a file-backed disk and returns it. It sends one
+// command, the add: a silent add has created exactly spec (its size
+// rounded up to a MiB), so the disk is described from spec without a
+// read. When the slot already exists it fails with an error wrapping
+// ErrExists; the caller decides whether the existing disk is the one it
+// wanted. If the connection drops after the add was sent, the disk is
+// read back: a disk matching spec means success, no disk means the add
+// did not run and it is sent once more.
 func (c *Client) CreateDisk(ctx context.Context, spec DiskSpec) (Disk, error) {
 	args, size, err := diskAddArgs(spec, false)
 	if err != nil {
@@ -27,12 +29,16 @@ func (c *Client) CreateDisk(ctx context.Context, spec DiskSpec) (Disk, error) {
 	return c.addDisk(ctx, "/disk add type=file "+args, spec, size)
 }
 
-// CopyDisk creates a copy-on-write copy of the disk sourceSlot as
-// described by spec (SizeBytes 0 keeps the source size; a smaller size
-// than the source's is ErrInvalid). It fails with ErrNotFound when the
-// source does not exist and ErrExists when spec.Slot does.
-func (c *Client) CopyDisk(ctx context.Context, sourceSlot string, spec DiskSpec) (Disk, error) {
-	src, err := quoteSlot("source slot", sourceSlot)
+// CopyDisk creates a copy-on-write copy of source, a disk as read by Disk
+// or Disks, as described by spec. With a size in spec it sends one
+// command; the size must be at least the source's as read (ErrInvalid
+// otherwise, and nothing is sent). SizeBytes 0 lets the device give the
+// copy the source's size at the moment of the copy, which may have
+// changed since source was read, so the copy is then read back. It fails
+// with ErrExists when spec.Slot exists, and with the device's error
+// (ErrNotFound for "no such item") when source is gone.
+func (c *Client) CopyDisk(ctx context.Context, source Disk, spec DiskSpec) (Disk, error) {
+	src, err := quoteSlot("source slot", source.Slot)
 	if err != nil {
 		return Disk{}, err
 	}
@@ -40,32 +46,34 @@ func (c *Client) CopyDisk(ctx context.Context, sourceSlot string, spec DiskSpec)
 	if err != nil {
 		return Disk{}, err
 	}
+	if size != 0 && size < source.SizeBytes {
+		return Disk{}, invalidf("copy size %d is smaller than source %q (%d bytes)", size, source.Slot, source.SizeBytes)
+	}
 	if err := c.enter("disk add"); err != nil {
 		return Disk{}, err
 	}
 	defer c.leave()
-	source, err := c.disk(ctx, sourceSlot)
-	if err != nil {
-		return Disk{}, err
-	}
-	if size != 0 && size < source.SizeBytes {
-		return Disk{}, invalidf("copy size %d is smaller than source %q (%d bytes)", size, sourceSlot, source.SizeBytes)
-	}
-	if size == 0 {
-		size = source.SizeBytes
-	}
 	line := "/disk add type=file copy-from=[find slot=" + src + "] " + args
-	return c.addDisk(ctx, line, spec, size)
+	d, err := c.addDisk(ctx, line, spec, size)
+	if err != nil || size != 0 {
+		return d, err
+	}
+	d, err = c.disk(ctx, spec.Slot)
+	if errors.Is(err, ErrNotFound) {
+		return Disk{}, unexpectedf("disk %q not found after it was copied", spec.Slot)
+	}
+	return d, err
 }
 
-// addDisk sends a /disk add and reads the disk back. An add whose outcome
-// is unknown is resolved by the read-back and repeated at most once, only
-// when the disk is known to be absent.
+// addDisk sends a /disk add. A silent add returns the disk spec
+// describes; an add whose outcome is unknown is resolved by reading the
+// disk back and repeated at most once, only when the disk is known to be
+// absent.
 func (c *Client) addDisk(ctx context.Context, line string, spec DiskSpec, size int64) (Disk, error) {
 	for try := 0; ; try++ {
 		_, err := c.run(ctx, "disk add", line, true)
 		if err == nil {
-			break
+			return specDisk(spec, size), nil
 		}
 		if !outcomeUnknown(err) {
 			return Disk{}, err
@@ -83,11 +91,20 @@ func (c *Client) addDisk(ctx context.Context, line string, spec DiskSpec, size i
 		}
 		c.log.DebugContext(ctx, "rdsclient: interrupted add did not happen, sending it again", "slot", spec.Slot)
 	}
-	d, err := c.disk(ctx, spec.Slot)
-	if errors.Is(err, ErrNotFound) {
-		return Disk{}, unexpectedf("disk %q not found after it was added", spec.Slot)
+}
+
+// specDisk is the disk a silent /disk add of spec has created, size being
+// its exact size.
+func specDisk(spec DiskSpec, size int64) Disk {
+	d := Disk{Slot: spec.Slot, Type: "file", FilePath: spec.FilePath, SizeBytes: size}
+	if spec.Export != nil {
+		e := *spec.Export
+		if e.Port == 0 {
+			e.Port = defaultNVMePort
+		}
+		d.Export = &e
 	}
-	return d, err
+	return d
 }
 
 // Disk returns the disk with this slot, or an error wrapping ErrNotFound.
@@ -102,33 +119,17 @@ func (c *Client) Disk(ctx context.Context, slot string) (Disk, error) {
 	return c.disk(ctx, slot)
 }
 
-// disk reads one disk; slot must be valid.
+// disk reads one disk; slot must be valid. Concurrent reads are
+// coalesced (WithCoalescedReads).
 func (c *Client) disk(ctx context.Context, slot string) (Disk, error) {
-	q, err := quoteSlot("slot", slot)
+	if _, err := quoteSlot("slot", slot); err != nil {
+		return Disk{}, err
+	}
+	e, err := c.readDisks(ctx, "slot", slot)
 	if err != nil {
 		return Disk{}, err
 	}
-	line := "/disk print detail where slot=" + q
-	out, err := c.run(ctx, "disk print", line, false)
-	if err != nil {
-		return Disk{}, err
-	}
-	entries, err := routeros.ParseDetail(out, c.width)
-	if err != nil {
-		return Disk{}, unexpectedf("%s: %w", line, err)
-	}
-	if len(entries) == 0 {
-		// A successful print with no entries: the only "not found".
-		return Disk{}, &CommandError{Command: line, Stdout: out, Class: ErrNotFound}
-	}
-	for _, e := range entries {
-		if s, _ := e.Get("slot"); s == slot {
-			return parseDisk(e)
-		}
-	}
-	// Entries, but none for this slot: the filter did not do what it
-	// says, so absence is not proven either.
-	return Disk{}, unexpectedf("%s: %d entries, none with slot %q", line, len(entries), slot)
+	return parseDisk(e)
 }
 
 // Disks lists the disks whose slot starts with slotPrefix, which must
@@ -209,11 +210,14 @@ func (c *Client) listDisks(ctx context.Context, line string, keep func(slot stri
 	return disks, nil
 }
 
-// ResizeDisk grows a file disk to sizeBytes (rounded up to a MiB) and
-// returns it as read back. Asking for less than the current size is
-// ErrInvalid and sends nothing; asking for the current size is a no-op.
-func (c *Client) ResizeDisk(ctx context.Context, slot string, sizeBytes int64) (Disk, error) {
-	q, err := quoteSlot("slot", slot)
+// ResizeDisk grows d, a file disk as read by Disk or Disks, to sizeBytes
+// (rounded up to a MiB) and returns it as read back. It sends the set and
+// one print: a set whose [find] matches nothing is silent, so only the
+// read shows that the disk exists and has grown. Asking for less than d's
+// size is ErrInvalid and sends nothing; asking for d's size sends nothing
+// and returns d.
+func (c *Client) ResizeDisk(ctx context.Context, d Disk, sizeBytes int64) (Disk, error) {
+	q, err := quoteSlot("slot", d.Slot)
 	if err != nil {
 		return Disk{}, err
 	}
@@ -221,75 +225,67 @@ func (c *Client) ResizeDisk(ctx context.Context, slot string, sizeBytes int64) (
 	if err != nil {
 		return Disk{}, err
 	}
+	if d.Type != "file" {
+		return Disk{}, invalidf("disk %q is of type %q, only file disks can be resized", d.Slot, d.Type)
+	}
+	switch {
+	case size < d.SizeBytes:
+		return Disk{}, invalidf("disk %q has %d bytes, shrinking to %d is not supported", d.Slot, d.SizeBytes, size)
+	case size == d.SizeBytes:
+		return d, nil
+	}
 	if err := c.enter("disk set"); err != nil {
 		return Disk{}, err
 	}
 	defer c.leave()
-	cur, err := c.disk(ctx, slot)
-	if err != nil {
-		return Disk{}, err
-	}
-	if cur.Type != "file" {
-		return Disk{}, invalidf("disk %q is of type %q, only file disks can be resized", slot, cur.Type)
-	}
-	switch {
-	case size < cur.SizeBytes:
-		return Disk{}, invalidf("disk %q has %d bytes, shrinking to %d is not supported", slot, cur.SizeBytes, size)
-	case size == cur.SizeBytes:
-		return cur, nil
-	}
 	line := "/disk set [find slot=" + q + "] file-size=" + sizeStr
 	for try := 0; ; try++ {
 		_, err := c.run(ctx, "disk set", line, true)
 		if err != nil && !outcomeUnknown(err) {
 			return Disk{}, err
 		}
-		d, rerr := c.disk(ctx, slot)
+		r, rerr := c.disk(ctx, d.Slot)
 		switch {
 		case rerr != nil:
 			return Disk{}, rerr
-		case d.SizeBytes >= size:
-			return d, nil
+		case r.SizeBytes >= size:
+			return r, nil
 		case err == nil:
-			return Disk{}, unexpectedf("disk %q has %d bytes after resize to %d", slot, d.SizeBytes, size)
+			return Disk{}, unexpectedf("disk %q has %d bytes after resize to %d", d.Slot, r.SizeBytes, size)
 		case try > 0:
 			return Disk{}, err
 		}
+		// The interrupted set did not happen: send it once more.
 	}
 }
 
-// DeleteDisk removes a file disk and then its backing file. A disk that
-// does not exist is not an error. Disks that are not file-backed are
-// refused with ErrInvalid so that drives and partitions are never removed.
-// DeleteDisk returns nil only after a print has shown the disk absent:
-// neither a silent remove nor "no such item" is taken on trust. An orphan
-// backing file without a disk is removed with RemoveFile.
-func (c *Client) DeleteDisk(ctx context.Context, slot string) error {
-	q, err := quoteSlot("slot", slot)
-	if err != nil {
-		return err
-	}
-	if err := c.enter("disk remove"); err != nil {
-		return err
-	}
-	defer c.leave()
-	d, err := c.disk(ctx, slot)
-	if errors.Is(err, ErrNotFound) {
-		return nil
-	}
+// DeleteDisk removes d, a disk as read by Disk or Disks, and then its
+// backing file. Disks that are not file-backed are refused with
+// ErrInvalid so that drives and partitions are never removed. It sends
+// the remove, one print and the removal of the file: the file is removed
+// only after the print has shown the disk absent, since neither a silent
+// remove (which an empty [find] also is) nor "no such item" is taken on
+// trust. A disk removed meanwhile is not an error. An orphan backing file
+// without a disk is removed with RemoveFile.
+func (c *Client) DeleteDisk(ctx context.Context, d Disk) error {
+	q, err := quoteSlot("slot", d.Slot)
 	if err != nil {
 		return err
 	}
 	if d.Type != "file" {
-		return invalidf("disk %q is of type %q, only file disks are removed", slot, d.Type)
+		return invalidf("disk %q is of type %q, only file disks are removed", d.Slot, d.Type)
 	}
 	var file string
 	if d.FilePath != "" {
 		if file, err = fileName(d.FilePath); err != nil {
 			// Checked before removing anything, so nothing is half done.
-			return unexpectedf("disk %q has a file path that cannot be used safely: %w", slot, err)
+			return unexpectedf("disk %q has a file path that cannot be used safely: %w", d.Slot, err)
 		}
 	}
+	if err := c.enter("disk remove"); err != nil {
+		return err
+	}
+	defer c.leave()
 	line := "/disk remove [find slot=" + q + "]"
 	for try := 0; ; try++ {
 		_, err := c.run(ctx, "disk remove", line, true)
@@ -298,7 +294,7 @@ func (c *Client) DeleteDisk(ctx context.Context, slot string) error {
 		}
 		// Success, "no such item" or an unknown outcome: only reading
 		// the disk back proves it is gone.
-		_, rerr := c.disk(ctx, slot)
+		_, rerr := c.disk(ctx, d.Slot)
 		if errors.Is(rerr, ErrNotFound) {
 			break
 		}
@@ -306,7 +302,7 @@ func (c *Client) DeleteDisk(ctx context.Context, slot string) error {
 		case rerr != nil:
 			return rerr
 		case err == nil || errors.Is(err, ErrNotFound):
-			return unexpectedf("disk %q still exists after %s", slot, line)
+			return unexpectedf("disk %q still exists after %s", d.Slot, line)
 		case try > 0:
 			return err
 		}

@@ -27,6 +27,11 @@
 //     that fails (failure text, syntax error, non-zero exit status) is an
 //     error of another class, and DeleteDisk returns nil only once a print
 //     has shown the disk absent.
+//   - Every call sends the fewest commands that keep these rules: a
+//     change is read back only when its answer cannot prove it
+//     (rdsclient/docs/device.md, "Commands used"), calls that act on an
+//     existing disk take it as the caller has read it, and concurrent
+//     reads share prints (WithCoalescedReads).
 //
 // Errors wrap exactly one of the sentinels of this package (ErrNotFound,
 // ErrExists, ...), so callers test them with errors.Is; failures reported by

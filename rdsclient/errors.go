@@ -162,6 +162,11 @@ func newCtxError(op string, ctx context.Context) error {
 	if err == nil {
 		err = context.Canceled
 	}
+	if errors.Is(context.Cause(ctx), context.DeadlineExceeded) {
+		// A coalesced read's print, cancelled because its last caller's
+		// deadline passed: a timeout, as that caller saw it.
+		err = context.DeadlineExceeded
+	}
 	return &ctxError{op: op, err: err}
 }
 

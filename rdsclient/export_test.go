@@ -17,3 +17,13 @@ func (c *Client) ReplaceConnection(ctx context.Context) (closeOld func(), err er
 	c.mu.Unlock()
 	return func() { _ = old.client.Close() }, nil
 }
+
+// QueuedReads is the number of reads waiting for a print.
+func (c *Client) QueuedReads() int {
+	if c.reads == nil {
+		return 0
+	}
+	c.reads.mu.Lock()
+	defer c.reads.mu.Unlock()
+	return len(c.reads.queued)
+}

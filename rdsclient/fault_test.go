@@ -20,11 +20,27 @@ import (
 	"github.com/srvlab/rds-csi/rdsclient/rdstest"
 )
 
+// readModes are the two ways reads by slot and of pools run: coalesced
+// (the default) and one command per read.
+var readModes = []struct {
+	name string
+	opts []rdsclient.Option
+}{
+	{"coalesced", nil},
+	{"uncoalesced", []rdsclient.Option{rdsclient.WithCoalescedReads(1)}},
+}
+
 func TestHungCommandObeysContext(t *testing.T) {
+	for _, m := range readModes {
+		t.Run(m.name, func(t *testing.T) { testHungCommandObeysContext(t, m.opts...) })
+	}
+}
+
+func testHungCommandObeysContext(t *testing.T, opts ...rdsclient.Option) {
 	checkLeaks(t)
 	srv := newServer(t)
 	obs := newObserver()
-	c := dial(t, srv, rdsclient.WithObserver(obs))
+	c := dial(t, srv, append(opts, rdsclient.WithObserver(obs))...)
 
 	remove := srv.Inject(rdstest.Hang(`^/disk print`))
 	const timeout = 200 * time.Millisecond
@@ -70,8 +86,19 @@ func TestHungCommandObeysContext(t *testing.T) {
 	if n := obs.reconnectCount("ok") + obs.reconnectCount("error"); n != 0 {
 		t.Errorf("%d re-dials: a closed session must not cost the connection", n)
 	}
-	if n := obs.commandCount("disk print timeout"); n != 1 {
-		t.Errorf("observer saw %d disk print timeouts, want 1 (%v)", n, obs.commands)
+	// The read's print is reported as a timeout in both modes: an
+	// uncoalesced print runs under its caller's context and times out
+	// with it; a coalesced one runs for every caller it serves and is
+	// cancelled when the last has gone, with that caller's deadline as
+	// the cause. It is reported by the print's goroutine, which may
+	// still be on its way when the caller has returned, hence the wait.
+	// The cancelled Disks is a failed print, but not a timeout.
+	obs.waitFor(t, "both failed prints", func() bool {
+		return obs.commands["disk print timeout"]+obs.commands["disk print unavailable"] >= 2
+	})
+	timeouts, unavailable := obs.commandCount("disk print timeout"), obs.commandCount("disk print unavailable")
+	if timeouts != 1 || unavailable != 1 || obs.commandCount("disk print ok") != 0 {
+		t.Errorf("observer saw %d disk print timeouts and %d unavailable, want 1 of each (%v)", timeouts, unavailable, obs.commands)
 	}
 }
 
@@ -199,20 +226,24 @@ func TestRetryBudgetIsBounded(t *testing.T) {
 }
 
 func TestReadRetriedAfterDrop(t *testing.T) {
-	srv := newServer(t)
-	c := dial(t, srv)
-	ctx := testCtx(t)
-	if _, err := c.CreateDisk(ctx, spec("pvc-rd", gib)); err != nil {
-		t.Fatal(err)
-	}
-	srv.Inject(rdstest.DropAfterRun(`^/disk print`, 1))
-	srv.ResetCommands()
-	d, err := c.Disk(ctx, "pvc-rd")
-	if err != nil || d.Slot != "pvc-rd" {
-		t.Fatalf("Disk = %+v, %v", d, err)
-	}
-	if n := countCommands(srv, "/disk print"); n != 2 {
-		t.Errorf("read sent %d times, want 2 (reads are repeated)", n)
+	for _, tc := range readModes {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := newServer(t)
+			c := dial(t, srv, tc.opts...)
+			ctx := testCtx(t)
+			if _, err := c.CreateDisk(ctx, spec("pvc-rd", gib)); err != nil {
+				t.Fatal(err)
+			}
+			srv.Inject(rdstest.DropAfterRun(`^/disk print`, 1))
+			srv.ResetCommands()
+			d, err := c.Disk(ctx, "pvc-rd")
+			if err != nil || d.Slot != "pvc-rd" {
+				t.Fatalf("Disk = %+v, %v", d, err)
+			}
+			if n := countCommands(srv, "/disk print"); n != 2 {
+				t.Errorf("read sent %d times, want 2 (reads are repeated)", n)
+			}
+		})
 	}
 }
 
@@ -231,8 +262,10 @@ func TestUnknownOutcomeAddResolvedByReadBack(t *testing.T) {
 	if d.Slot != s.Slot || d.SizeBytes != gib {
 		t.Errorf("disk = %+v", d)
 	}
-	if n := countCommands(srv, "/disk add"); n != 1 {
-		t.Errorf("/disk add sent %d times; an add that happened must not be repeated", n)
+	// Only an unknown outcome costs a read-back.
+	want := []string{`/disk add `, `/disk print detail where slot="pvc-unknown"`}
+	if cmds := srv.Commands(); len(cmds) != 2 || !strings.HasPrefix(cmds[0], want[0]) || cmds[1] != want[1] {
+		t.Errorf("commands %q, want the add and one read-back; an add that happened must not be repeated", cmds)
 	}
 }
 
@@ -279,27 +312,130 @@ func TestUnknownOutcomeOtherMutations(t *testing.T) {
 	if _, err := c.CreateDisk(ctx, spec("pvc-mut", gib)); err != nil {
 		t.Fatal(err)
 	}
+	cur := mustDisk(t, c, "pvc-mut")
+	srv.ResetCommands()
+	// Each mutation runs, then the connection drops before its answer:
+	// each is resolved by one read, and none is sent again.
 	srv.Inject(rdstest.DropAfterRun(`^/disk set`, 1))
-	d, err := c.ResizeDisk(ctx, "pvc-mut", 2*gib)
+	d, err := c.ResizeDisk(ctx, cur, 2*gib)
 	if err != nil || d.SizeBytes != 2*gib {
 		t.Fatalf("ResizeDisk = %+v, %v", d, err)
 	}
 	srv.Inject(rdstest.DropAfterRun(`^/disk remove`, 1))
 	srv.Inject(rdstest.DropAfterRun(`^/file remove`, 1))
-	if err := c.DeleteDisk(ctx, "pvc-mut"); err != nil {
+	if err := c.DeleteDisk(ctx, d); err != nil {
 		t.Fatalf("DeleteDisk: %v", err)
 	}
-	if n := countCommands(srv, "/disk set"); n != 1 {
-		t.Errorf("/disk set sent %d times", n)
+	want := []string{
+		`/disk set [find slot="pvc-mut"] file-size=2G`,
+		`/disk print detail where slot="pvc-mut"`,
+		`/disk remove [find slot="pvc-mut"]`,
+		`/disk print detail where slot="pvc-mut"`,
+		`/file remove [find name="storage-pool/k8s/pvc-mut.img"]`,
+		`/file print detail where name="storage-pool/k8s/pvc-mut.img"`,
 	}
-	if n := countCommands(srv, "/disk remove"); n != 1 {
-		t.Errorf("/disk remove sent %d times", n)
-	}
-	if n := countCommands(srv, "/file remove"); n != 1 {
-		t.Errorf("/file remove sent %d times", n)
+	if got := srv.Commands(); strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("commands:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 	if _, err := srv.DiskFile("pvc-mut"); err == nil {
 		t.Errorf("disk still known to the fake")
+	}
+}
+
+// TestUnknownOutcomeNotRun: a mutation that the connection drop kept from
+// running is sent once more after the read-back shows it did not happen
+// (resize, delete), and the repeated one is read back like any other.
+func TestUnknownOutcomeNotRun(t *testing.T) {
+	srv := newServer(t)
+	c := dial(t, srv)
+	ctx := testCtx(t)
+	cur, err := c.CreateDisk(ctx, spec("pvc-nr", gib))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.ResetCommands()
+	unknownOutcome(t, srv, `^/disk set`)
+	d, err := c.ResizeDisk(ctx, cur, 2*gib)
+	if err != nil || d.SizeBytes != 2*gib {
+		t.Fatalf("ResizeDisk = %+v, %v", d, err)
+	}
+	if got := mustDisk(t, c, "pvc-nr"); got.SizeBytes != 2*gib {
+		t.Errorf("disk after the repeated set = %+v", got)
+	}
+	want := []string{
+		`/disk set [find slot="pvc-nr"] file-size=2G`,
+		`/disk print detail where slot="pvc-nr"`,
+		`/disk set [find slot="pvc-nr"] file-size=2G`,
+		`/disk print detail where slot="pvc-nr"`, // the repeated set's read-back
+		`/disk print detail where slot="pvc-nr"`, // mustDisk
+	}
+	if got := srv.Commands(); strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("commands:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+
+	srv.ResetCommands()
+	unknownOutcome(t, srv, `^/disk remove`)
+	if err := c.DeleteDisk(ctx, d); err != nil {
+		t.Fatalf("DeleteDisk: %v", err)
+	}
+	want = []string{
+		`/disk remove [find slot="pvc-nr"]`,
+		`/disk print detail where slot="pvc-nr"`,
+		`/disk remove [find slot="pvc-nr"]`,
+		`/disk print detail where slot="pvc-nr"`, // the repeated remove's read-back
+		`/file remove [find name="storage-pool/k8s/pvc-nr.img"]`,
+	}
+	if got := srv.Commands(); strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("commands:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	if _, err := srv.DiskFile("pvc-nr"); err == nil {
+		t.Errorf("disk still known to the fake")
+	}
+}
+
+// TestUnknownOutcomeRepeatedOnce: a mutation whose outcome stays unknown
+// is sent at most twice. When the repeated one's outcome is unknown too
+// and the read-back shows it did not happen, the call fails with the
+// transport error, and nothing after it (a delete's file remove) is sent.
+func TestUnknownOutcomeRepeatedOnce(t *testing.T) {
+	srv := newServer(t)
+	c := dial(t, srv)
+	ctx := testCtx(t)
+	cur, err := c.CreateDisk(ctx, spec("pvc-twice", gib))
+	if err != nil {
+		t.Fatal(err)
+	}
+	file := mustDiskFile(t, srv, "pvc-twice")
+	sent := func(want ...string) {
+		t.Helper()
+		if got := srv.Commands(); strings.Join(got, "\n") != strings.Join(want, "\n") {
+			t.Errorf("commands:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+		}
+	}
+	const readBack = `/disk print detail where slot="pvc-twice"`
+
+	srv.ResetCommands()
+	unknownOutcomes(t, srv, `^/disk set`, 2)
+	if d, err := c.ResizeDisk(ctx, cur, 2*gib); !errors.Is(err, rdsclient.ErrUnavailable) {
+		t.Errorf("ResizeDisk with two unknown outcomes = %+v, %v; want ErrUnavailable", d, err)
+	}
+	set := `/disk set [find slot="pvc-twice"] file-size=2G`
+	sent(set, readBack, set, readBack)
+
+	srv.ResetCommands()
+	unknownOutcomes(t, srv, `^/disk remove`, 2)
+	if err := c.DeleteDisk(ctx, cur); !errors.Is(err, rdsclient.ErrUnavailable) {
+		t.Errorf("DeleteDisk with two unknown outcomes = %v, want ErrUnavailable", err)
+	}
+	remove := `/disk remove [find slot="pvc-twice"]`
+	sent(remove, readBack, remove, readBack)
+
+	// Neither ran.
+	if d := mustDisk(t, c, "pvc-twice"); d.SizeBytes != gib {
+		t.Errorf("disk after the failed resize = %+v, want 1 GiB", d)
+	}
+	if _, err := os.Stat(file); err != nil {
+		t.Errorf("backing file after the failed delete: %v", err)
 	}
 }
 
@@ -490,9 +626,15 @@ func TestDialHonoursContextAndTimeout(t *testing.T) {
 }
 
 func TestCloseWaitsAndRefuses(t *testing.T) {
+	for _, m := range readModes {
+		t.Run(m.name, func(t *testing.T) { testCloseWaitsAndRefuses(t, m.opts...) })
+	}
+}
+
+func testCloseWaitsAndRefuses(t *testing.T, opts ...rdsclient.Option) {
 	checkLeaks(t)
 	srv := newServer(t)
-	c := dial(t, srv)
+	c := dial(t, srv, opts...)
 	srv.Inject(rdstest.Hang(`^/disk print`))
 	done := make(chan error, 1)
 	go func() {

@@ -20,11 +20,37 @@ func (c *Client) Files(ctx context.Context, dirPrefix string) ([]File, error) {
 	if err != nil {
 		return nil, invalidf("directory prefix: %w", err)
 	}
+	// "." in the prefix is a regexp wildcard on the device: filter
+	// exactly here.
+	return c.files(ctx, "/file print detail where name~"+q, func(name string) bool {
+		return strings.HasPrefix(name, prefix)
+	})
+}
+
+// FilesNamed lists the /file entries, in any directory of any pool, whose
+// name contains word, which must be a valid slot: the files a caller may
+// have named after a disk ("pvc-<uuid>"), wherever they are. It is one
+// command however many directories there are.
+func (c *Client) FilesNamed(ctx context.Context, word string) ([]File, error) {
+	if err := routeros.ValidSlot(word); err != nil {
+		return nil, invalidf("file name word: %w", err)
+	}
+	// A slot holds only [a-z0-9-], which a regexp matches literally.
+	q, err := routeros.Quote(word)
+	if err != nil {
+		return nil, invalidf("file name word: %w", err)
+	}
+	return c.files(ctx, "/file print detail where name~"+q, func(name string) bool {
+		return strings.Contains(name, word)
+	})
+}
+
+// files runs a /file print line and parses the entries keep accepts.
+func (c *Client) files(ctx context.Context, line string, keep func(name string) bool) ([]File, error) {
 	if err := c.enter("file print"); err != nil {
 		return nil, err
 	}
 	defer c.leave()
-	line := "/file print detail where name~" + q
 	out, err := c.run(ctx, "file print", line, false)
 	if err != nil {
 		return nil, err
@@ -39,9 +65,7 @@ func (c *Client) Files(ctx context.Context, dirPrefix string) ([]File, error) {
 		if !ok {
 			return nil, unexpectedf("file entry %d has no name", e.Index)
 		}
-		// "." in the prefix is a regexp wildcard on the device: filter
-		// exactly here.
-		if !strings.HasPrefix(name, prefix) {
+		if !keep(name) {
 			continue
 		}
 		f, err := c.parseFile(name, e)

@@ -3,6 +3,7 @@ package rdsclient_test
 import (
 	"context"
 	"log/slog"
+	"regexp"
 	"runtime"
 	"strings"
 	"sync"
@@ -97,6 +98,70 @@ func spec(slot string, size int64) rdsclient.DiskSpec {
 		SizeBytes: size,
 		Export:    &rdsclient.NVMeExport{Port: 4420, NQN: "nqn.2000-02.com.mikrotik:" + slot},
 	}
+}
+
+// mustDisk reads the disk in slot, failing the test when it cannot.
+func mustDisk(t testing.TB, c *rdsclient.Client, slot string) rdsclient.Disk {
+	t.Helper()
+	d, err := c.Disk(testCtx(t), slot)
+	if err != nil {
+		t.Fatalf("Disk(%s): %v", slot, err)
+	}
+	return d
+}
+
+// deleteSlot deletes the disk in slot as a caller that knows only the
+// slot does: it reads the disk, then deletes what it read. An absent
+// disk is the read's ErrNotFound.
+func deleteSlot(ctx context.Context, c *rdsclient.Client, slot string) error {
+	d, err := c.Disk(ctx, slot)
+	if err != nil {
+		return err
+	}
+	return c.DeleteDisk(ctx, d)
+}
+
+// unknownOutcome makes the next command matching pattern end with its
+// outcome unknown to the client without having run: the fake holds it
+// until the connection is dropped, which happens as soon as the fake has
+// received it. The command after it is served by a new connection.
+func unknownOutcome(t testing.TB, srv *rdstest.Server, pattern string) {
+	t.Helper()
+	unknownOutcomes(t, srv, pattern, 1)
+}
+
+// unknownOutcomes is unknownOutcome for each of the next times commands
+// matching pattern: every one is held until the connection is dropped,
+// and none of them runs.
+func unknownOutcomes(t testing.TB, srv *rdstest.Server, pattern string, times int) {
+	t.Helper()
+	re := regexp.MustCompile(pattern)
+	n := 0
+	for _, c := range srv.Commands() {
+		if re.MatchString(c) {
+			n++
+		}
+	}
+	removeHang := srv.Inject(rdstest.Hang(pattern))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 1; i <= times; i++ {
+			if srv.WaitCommands(ctx, pattern, n+i) != nil {
+				return
+			}
+			if i == times {
+				removeHang()
+			}
+			srv.DropConnections()
+		}
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+		removeHang()
+	})
 }
 
 // observer records what the client reports. Tests wait for reports with

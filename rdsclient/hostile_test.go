@@ -127,30 +127,42 @@ func TestHostileInputNeverSent(t *testing.T) {
 	srv := newServer(t)
 	c := dial(t, srv)
 	ctx := context.Background()
-	if _, err := c.CreateDisk(testCtx(t), spec("pvc-src", gib)); err != nil {
+	src, err := c.CreateDisk(testCtx(t), spec("pvc-src", gib))
+	if err != nil {
 		t.Fatal(err)
 	}
 	srv.ResetCommands()
 
 	good := spec("pvc-good", gib)
 	calls := 0
-	check := func(what string, v string, err error) {
+	checkAs := func(want error, what string, v string, err error) {
 		t.Helper()
 		calls++
-		if !errors.Is(err, rdsclient.ErrInvalid) {
-			t.Errorf("%s(%q) = %v, want ErrInvalid", what, v, err)
+		if !errors.Is(err, want) {
+			t.Errorf("%s(%q) = %v, want %v", what, v, err, want)
 		}
 		if cmds := srv.Commands(); len(cmds) != 0 {
 			t.Fatalf("%s(%q) sent %q", what, v, cmds)
 		}
+	}
+	check := func(what string, v string, err error) {
+		t.Helper()
+		checkAs(rdsclient.ErrInvalid, what, v, err)
+	}
+	// withSlot is the source disk as if read with slot v: a Disk is a
+	// plain value, so a caller may hand in anything.
+	withSlot := func(v string) rdsclient.Disk {
+		d := src
+		d.Slot = v
+		return d
 	}
 	for _, h := range hostile {
 		v := h.v
 		// Slots and source slots.
 		_, err := c.Disk(ctx, v)
 		check("Disk", v, err)
-		check("DeleteDisk", v, c.DeleteDisk(ctx, v))
-		_, err = c.ResizeDisk(ctx, v, 2*gib)
+		check("DeleteDisk", v, c.DeleteDisk(ctx, withSlot(v)))
+		_, err = c.ResizeDisk(ctx, withSlot(v), 2*gib)
 		check("ResizeDisk", v, err)
 		_, err = c.DiskStats(ctx, v)
 		check("DiskStats", v, err)
@@ -158,9 +170,9 @@ func TestHostileInputNeverSent(t *testing.T) {
 		s.Slot = v
 		_, err = c.CreateDisk(ctx, s)
 		check("CreateDisk.Slot", v, err)
-		_, err = c.CopyDisk(ctx, "pvc-src", s)
+		_, err = c.CopyDisk(ctx, src, s)
 		check("CopyDisk.Slot", v, err)
-		_, err = c.CopyDisk(ctx, v, good)
+		_, err = c.CopyDisk(ctx, withSlot(v), good)
 		check("CopyDisk.source", v, err)
 		// Slot prefix.
 		_, err = c.Disks(ctx, v)
@@ -177,9 +189,16 @@ func TestHostileInputNeverSent(t *testing.T) {
 			s.FilePath = p
 			_, err = c.CreateDisk(ctx, s)
 			check("CreateDisk.FilePath", p, err)
-			_, err = c.CopyDisk(ctx, "pvc-src", s)
+			_, err = c.CopyDisk(ctx, src, s)
 			check("CopyDisk.FilePath", p, err)
 			check("RemoveFile", p, c.RemoveFile(ctx, p))
+			// A Disk whose path is not one this client would write is
+			// unexpected device output: nothing is removed.
+			if p != "" {
+				d := src
+				d.FilePath = p
+				checkAs(rdsclient.ErrUnexpectedOutput, "DeleteDisk.FilePath", p, c.DeleteDisk(ctx, d))
+			}
 		}
 
 		// NQN, as given and embedded after the usual prefix.
@@ -192,7 +211,7 @@ func TestHostileInputNeverSent(t *testing.T) {
 			s.Export = &rdsclient.NVMeExport{Port: 4420, NQN: n}
 			_, err = c.CreateDisk(ctx, s)
 			check("CreateDisk.NQN", n, err)
-			_, err = c.CopyDisk(ctx, "pvc-src", s)
+			_, err = c.CopyDisk(ctx, src, s)
 			check("CopyDisk.NQN", n, err)
 		}
 
@@ -220,7 +239,7 @@ func TestHostileInputNeverSent(t *testing.T) {
 		s.Export = &rdsclient.NVMeExport{Port: port, NQN: good.Export.NQN}
 		_, err := c.CreateDisk(ctx, s)
 		check("CreateDisk.Port", fmt.Sprint(port), err)
-		_, err = c.CopyDisk(ctx, "pvc-src", s)
+		_, err = c.CopyDisk(ctx, src, s)
 		check("CopyDisk.Port", fmt.Sprint(port), err)
 	}
 	for _, size := range []int64{0, -1, -gib, rdsclient.MaxDiskSize + 1, 1<<63 - 1} {
@@ -228,7 +247,7 @@ func TestHostileInputNeverSent(t *testing.T) {
 		s.SizeBytes = size
 		_, err := c.CreateDisk(ctx, s)
 		check("CreateDisk.SizeBytes", fmt.Sprint(size), err)
-		_, err = c.ResizeDisk(ctx, "pvc-src", size)
+		_, err = c.ResizeDisk(ctx, src, size)
 		check("ResizeDisk.size", fmt.Sprint(size), err)
 	}
 	for _, p := range []string{"/storage-pool", "/storage-pool/", "storage-pool", "/"} {
@@ -237,6 +256,9 @@ func TestHostileInputNeverSent(t *testing.T) {
 		s.FilePath = p
 		_, err := c.CreateDisk(ctx, s)
 		check("CreateDisk.FilePath", p, err)
+		d := src
+		d.FilePath = p
+		checkAs(rdsclient.ErrUnexpectedOutput, "DeleteDisk.FilePath", p, c.DeleteDisk(ctx, d))
 	}
 	t.Logf("%d hostile calls refused", calls)
 }

@@ -18,6 +18,7 @@ type options struct {
 	logger         *slog.Logger
 	observer       Observer
 	location       *time.Location
+	coalesce       int
 }
 
 func defaultOptions() options {
@@ -30,6 +31,7 @@ func defaultOptions() options {
 		logger:         slog.New(slog.DiscardHandler),
 		observer:       nopObserver{},
 		location:       time.UTC,
+		coalesce:       DefaultCoalescedReads,
 	}
 }
 
@@ -37,6 +39,24 @@ func defaultOptions() options {
 // over the one connection (default 8). Values below 1 mean 1.
 func WithMaxSessions(n int) Option {
 	return func(o *options) { o.maxSessions = max(n, 1) }
+}
+
+// DefaultCoalescedReads is how many reads one print answers at most
+// unless WithCoalescedReads says otherwise.
+const DefaultCoalescedReads = 32
+
+// WithCoalescedReads sets how many concurrent reads of disks by slot
+// (Disk, and the read-backs of other calls) and of pools (Capacity) one
+// "/disk print detail" may answer (default DefaultCoalescedReads). Such
+// prints use at most half the sessions (WithMaxSessions) at once; reads
+// that arrive while they all run wait for one to end and are then
+// answered together by one print whose condition joins theirs with "or".
+// A read that finds a print free is sent at once, alone, as it would be
+// without coalescing. Each caller still gets its own result or error, and
+// its context ends only its own wait. Values of 1 or less turn coalescing
+// off: every read sends its own command, as soon as a session is free.
+func WithCoalescedReads(max int) Option {
+	return func(o *options) { o.coalesce = max }
 }
 
 // WithDialTimeout bounds one TCP dial plus SSH handshake, by Dial and by

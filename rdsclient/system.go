@@ -10,42 +10,26 @@ import (
 // Capacity returns the size and free space of the pool mounted at pool
 // ("storage-pool"), or an error wrapping ErrNotFound.
 func (c *Client) Capacity(ctx context.Context, pool string) (Capacity, error) {
-	q, err := quoted("pool", pool, routeros.ValidPool)
-	if err != nil {
+	if _, err := quoted("pool", pool, routeros.ValidPool); err != nil {
 		return Capacity{}, err
 	}
 	if err := c.enter("disk print"); err != nil {
 		return Capacity{}, err
 	}
 	defer c.leave()
-	line := "/disk print detail where mount-point=" + q
-	out, err := c.run(ctx, "disk print", line, false)
+	e, err := c.readDisks(ctx, "mount-point", pool)
 	if err != nil {
 		return Capacity{}, err
 	}
-	entries, err := routeros.ParseDetail(out, c.width)
+	total, err := numberField(e, "size")
 	if err != nil {
-		return Capacity{}, unexpectedf("%s: %w", line, err)
+		return Capacity{}, unexpectedf("pool %q: %w", pool, err)
 	}
-	if len(entries) == 0 {
-		// A successful print with no entries: the only "not found".
-		return Capacity{}, &CommandError{Command: line, Stdout: out, Class: ErrNotFound}
+	free, err := numberField(e, "free")
+	if err != nil {
+		return Capacity{}, unexpectedf("pool %q: %w", pool, err)
 	}
-	for _, e := range entries {
-		if mp, _ := e.Get("mount-point"); mp != pool {
-			continue
-		}
-		total, err := numberField(e, "size")
-		if err != nil {
-			return Capacity{}, unexpectedf("pool %q: %w", pool, err)
-		}
-		free, err := numberField(e, "free")
-		if err != nil {
-			return Capacity{}, unexpectedf("pool %q: %w", pool, err)
-		}
-		return Capacity{Pool: pool, TotalBytes: total, FreeBytes: free}, nil
-	}
-	return Capacity{}, unexpectedf("%s: %d entries, none with mount-point %q", line, len(entries), pool)
+	return Capacity{Pool: pool, TotalBytes: total, FreeBytes: free}, nil
 }
 
 func numberField(e routeros.Entry, key string) (int64, error) {

@@ -41,18 +41,16 @@ func TestCommandsPerCall(t *testing.T) {
 	}
 	const (
 		diskBySlot = "/disk print detail where slot="
+		diskAdd    = "/disk add type= file-path= file-size= slot= nvme-tcp-export= nvme-tcp-server-port= nvme-tcp-server-nqn="
+		diskCopy   = "/disk add type= copy-from=[find slot=] file-path= file-size= slot= nvme-tcp-export= nvme-tcp-server-port= nvme-tcp-server-nqn="
 	)
 	var vol *csi.Volume
-	trace("CreateVolume (new)", []string{
-		diskBySlot,
-		"/disk add type= file-path= file-size= slot= nvme-tcp-export= nvme-tcp-server-port= nvme-tcp-server-nqn=",
-		diskBySlot,
-	}, func() error {
+	trace("CreateVolume (new)", []string{diskAdd}, func() error {
 		r, err := e.cc.CreateVolume(ctx, ctrlTestCreateReq("cmds", 16<<20))
 		vol = r.GetVolume()
 		return err
 	})
-	trace("CreateVolume (repeat)", []string{diskBySlot}, func() error {
+	trace("CreateVolume (repeat)", []string{diskAdd, diskBySlot}, func() error {
 		_, err := e.cc.CreateVolume(ctx, ctrlTestCreateReq("cmds", 16<<20))
 		return err
 	})
@@ -65,7 +63,12 @@ func TestCommandsPerCall(t *testing.T) {
 		_, err := e.cc.ControllerUnpublishVolume(ctx, &csi.ControllerUnpublishVolumeRequest{VolumeId: vol.VolumeId, NodeId: "n1"})
 		return err
 	})
-	trace("ControllerExpandVolume", []string{diskBySlot, diskBySlot, "/disk set [find slot=] file-size=", diskBySlot}, func() error {
+	trace("ControllerExpandVolume", []string{diskBySlot, "/disk set [find slot=] file-size=", diskBySlot}, func() error {
+		_, err := e.cc.ControllerExpandVolume(ctx, &csi.ControllerExpandVolumeRequest{
+			VolumeId: vol.VolumeId, CapacityRange: &csi.CapacityRange{RequiredBytes: 32 << 20}, VolumeCapability: ctrlTestRWO})
+		return err
+	})
+	trace("ControllerExpandVolume (already that size)", []string{diskBySlot}, func() error {
 		_, err := e.cc.ControllerExpandVolume(ctx, &csi.ControllerExpandVolumeRequest{
 			VolumeId: vol.VolumeId, CapacityRange: &csi.CapacityRange{RequiredBytes: 32 << 20}, VolumeCapability: ctrlTestRWO})
 		return err
@@ -78,19 +81,40 @@ func TestCommandsPerCall(t *testing.T) {
 		_, err := e.cc.ListVolumes(ctx, &csi.ListVolumesRequest{MaxEntries: 10})
 		return err
 	})
-	trace("CreateSnapshot", []string{
-		diskBySlot, diskBySlot, diskBySlot, "/disk add type= copy-from=[find slot=] file-path= slot=", diskBySlot,
-	}, func() error {
+	var snap *csi.Snapshot
+	trace("CreateSnapshot (new)", []string{diskBySlot, "/disk add type= copy-from=[find slot=] file-path= slot=", diskBySlot}, func() error {
+		r, err := e.cc.CreateSnapshot(ctx, &csi.CreateSnapshotRequest{Name: "cmds-snap", SourceVolumeId: vol.VolumeId})
+		snap = r.GetSnapshot()
+		return err
+	})
+	trace("CreateSnapshot (repeat)", []string{diskBySlot, "/disk add type= copy-from=[find slot=] file-path= slot=", diskBySlot}, func() error {
 		_, err := e.cc.CreateSnapshot(ctx, &csi.CreateSnapshotRequest{Name: "cmds-snap", SourceVolumeId: vol.VolumeId})
 		return err
 	})
-	trace("DeleteVolume (present)", []string{
-		diskBySlot, diskBySlot, "/disk remove [find slot=]", diskBySlot, "/file remove [find name=]",
-	}, func() error {
+	restore := ctrlTestCreateReq("cmds-restored", 32<<20)
+	restore.VolumeContentSource = &csi.VolumeContentSource{Type: &csi.VolumeContentSource_Snapshot{
+		Snapshot: &csi.VolumeContentSource_SnapshotSource{SnapshotId: snap.GetSnapshotId()}}}
+	trace("CreateVolume (from a snapshot, new)", []string{diskBySlot, diskCopy}, func() error {
+		_, err := e.cc.CreateVolume(ctx, restore)
+		return err
+	})
+	trace("CreateVolume (from a snapshot, repeat)", []string{diskBySlot, diskCopy, diskBySlot}, func() error {
+		_, err := e.cc.CreateVolume(ctx, restore)
+		return err
+	})
+	trace("DeleteSnapshot (present)", []string{diskBySlot, "/disk remove [find slot=]", diskBySlot, "/file remove [find name=]"}, func() error {
+		_, err := e.cc.DeleteSnapshot(ctx, &csi.DeleteSnapshotRequest{SnapshotId: snap.GetSnapshotId()})
+		return err
+	})
+	trace("CreateVolume (from a snapshot since deleted, repeat)", []string{diskBySlot, diskBySlot}, func() error {
+		_, err := e.cc.CreateVolume(ctx, restore)
+		return err
+	})
+	trace("DeleteVolume (present)", []string{diskBySlot, "/disk remove [find slot=]", diskBySlot, "/file remove [find name=]"}, func() error {
 		_, err := e.cc.DeleteVolume(ctx, &csi.DeleteVolumeRequest{VolumeId: vol.VolumeId})
 		return err
 	})
-	trace("DeleteVolume (absent)", []string{diskBySlot, "/disk print detail", "/file print detail where name~"}, func() error {
+	trace("DeleteVolume (absent)", []string{diskBySlot, "/file print detail where name~"}, func() error {
 		_, err := e.cc.DeleteVolume(ctx, &csi.DeleteVolumeRequest{VolumeId: vol.VolumeId})
 		return err
 	})

@@ -55,7 +55,7 @@ func (c *ControllerServer) expand(ctx context.Context, req *csi.ControllerExpand
 		return nil, err
 	}
 	if d.SizeBytes < size {
-		if d, err = c.disks.ResizeDisk(ctx, id, size); err != nil {
+		if d, err = c.disks.ResizeDisk(ctx, d, size); err != nil {
 			return nil, err
 		}
 		c.opts.logger.InfoContext(ctx, "volume expanded", slog.String("volume", id), slog.Int64("bytes", d.SizeBytes))

@@ -21,10 +21,10 @@ func (c *ControllerServer) CreateVolume(ctx context.Context, req *csi.CreateVolu
 	return &csi.CreateVolumeResponse{Volume: v}, nil
 }
 
-// source is a validated volume content source.
+// source is a volume content source as read from the device.
 type source struct {
-	id   string // snapshot or volume ID; "" for a blank volume
-	size int64
+	id   string         // snapshot or volume ID; "" for a blank volume
+	disk rdsclient.Disk // its disk; zero for a blank volume
 }
 
 func (c *ControllerServer) createVolume(ctx context.Context, req *csi.CreateVolumeRequest) (*csi.Volume, error) {
@@ -65,34 +65,39 @@ func (c *ControllerServer) createVolume(ctx context.Context, req *csi.CreateVolu
 		return nil, err
 	}
 
-	// An existing volume is judged before its source is read: a retry
-	// must succeed even if the source has been deleted since.
+	// One command for a new blank volume: the add. A volume that exists
+	// already is found by the add failing, then judged (addDisk). A
+	// content source is read first, for its size and to prove it is
+	// ours; a retry must still succeed once the source is gone, so when
+	// it cannot be found an existing volume is judged instead.
 	id := VolumeIDForName(name)
-	d, err := c.disks.Disk(ctx, id)
-	switch {
-	case err == nil:
-		return c.existingVolume(d, id, p, srcID, required, limit)
-	case !errors.Is(err, rdsclient.ErrNotFound):
-		return nil, err
-	}
-
 	src, err := c.contentSource(ctx, srcID)
 	if err != nil {
+		if !errors.Is(err, rdsclient.ErrNotFound) && !errors.Is(err, ErrNotFound) {
+			return nil, err
+		}
+		d, derr := c.disks.Disk(ctx, id)
+		switch {
+		case derr == nil:
+			return c.existingVolume(d, id, p, srcID, required, limit)
+		case !errors.Is(derr, rdsclient.ErrNotFound):
+			return nil, derr
+		}
 		return nil, err
 	}
 	size := rdsclient.RoundUpSize(required)
 	if size == 0 {
 		size = c.opts.defaultSize
 		if src.id != "" {
-			size = rdsclient.RoundUpSize(src.size)
+			size = rdsclient.RoundUpSize(src.disk.SizeBytes)
 		}
 		if limit > 0 && size > limit && src.id == "" {
 			// Largest whole MiB within the limit.
 			size = limit / rdsclient.MiB * rdsclient.MiB
 		}
 	}
-	if size < src.size {
-		return nil, errorf(ErrOutOfRange, "%d bytes requested, smaller than the %d bytes of source %s", size, src.size, src.id)
+	if size < src.disk.SizeBytes {
+		return nil, errorf(ErrOutOfRange, "%d bytes requested, smaller than the %d bytes of source %s", size, src.disk.SizeBytes, src.id)
 	}
 	if size == 0 || limit > 0 && size > limit {
 		return nil, errorf(ErrOutOfRange, "no size in whole MiB satisfies the capacity range [%d, %d]", required, limit)
@@ -108,13 +113,13 @@ func (c *ControllerServer) createVolume(ctx context.Context, req *csi.CreateVolu
 		if src.id == "" {
 			return c.disks.CreateDisk(ctx, spec)
 		}
-		return c.disks.CopyDisk(ctx, src.id, spec)
+		return c.disks.CopyDisk(ctx, src.disk, spec)
 	})
 	if err != nil {
 		return nil, err
 	}
 	if existing {
-		return c.existingVolume(d, id, p, src.id, required, limit)
+		return c.existingVolume(d, id, p, srcID, required, limit)
 	}
 	c.opts.logger.InfoContext(ctx, "volume created", slog.String("volume", id), slog.Int64("bytes", d.SizeBytes), slog.String("source", src.id))
 	return c.volume(d, id, p, src.id), nil
@@ -203,13 +208,13 @@ func (c *ControllerServer) contentSource(ctx context.Context, id string) (source
 		if err != nil {
 			return source{}, err
 		}
-		return source{id: id, size: snap.disk.SizeBytes}, nil
+		return source{id: id, disk: snap.disk}, nil
 	case IsVolumeID(id):
 		d, err := c.lookupVolume(ctx, id)
 		if err != nil {
 			return source{}, err
 		}
-		return source{id: id, size: d.SizeBytes}, nil
+		return source{id: id, disk: d}, nil
 	}
 	return source{}, nil
 }
@@ -270,12 +275,12 @@ func (c *ControllerServer) deleteVolume(ctx context.Context, id string) error {
 	return nil
 }
 
-// deleteDisk removes a disk of ours and its backing file. When the disk
-// went but its file did not (the file removal failed), the file is
-// removed here before giving up, since a retry would no longer know its
-// path.
+// deleteDisk removes d, a disk of ours as just read, and its backing
+// file. When the disk went but its file did not (the file removal
+// failed), the file is removed here before giving up, since a retry would
+// no longer know its path.
 func (c *ControllerServer) deleteDisk(ctx context.Context, d rdsclient.Disk) error {
-	err := c.disks.DeleteDisk(ctx, d.Slot)
+	err := c.disks.DeleteDisk(ctx, d)
 	if err == nil || errors.Is(err, rdsclient.ErrNotFound) {
 		return nil
 	}
@@ -288,9 +293,11 @@ func (c *ControllerServer) deleteDisk(ctx context.Context, d rdsclient.Disk) err
 }
 
 // addDisk adds the disk spec describes by calling add, and reports
-// whether the disk it returns was there before. When the device answers
-// that something is in the way (ErrExists), what is on the device
-// decides. A disk in the slot (created meanwhile, or by an earlier attempt
+// whether the disk it returns was there before. When the device refuses
+// the add because something is in the way (ErrExists) or the pool is full
+// (ErrNoSpace, which the device may check before the slot, so a retry of
+// a volume that exists on a full pool is not refused), what is on the
+// device decides. A disk in the slot (created meanwhile, or by an earlier attempt
 // whose answer was lost) is returned as existing, for the caller to
 // judge. With no disk in the slot, the obstacle is a backing file left
 // behind: by an attempt that died between creating the file and the disk,
@@ -301,7 +308,7 @@ func (c *ControllerServer) deleteDisk(ctx context.Context, d rdsclient.Disk) err
 func (c *ControllerServer) addDisk(ctx context.Context, spec rdsclient.DiskSpec, add func() (rdsclient.Disk, error)) (_ rdsclient.Disk, existing bool, _ error) {
 	for try := 0; ; try++ {
 		d, err := add()
-		if !errors.Is(err, rdsclient.ErrExists) {
+		if !errors.Is(err, rdsclient.ErrExists) && !errors.Is(err, rdsclient.ErrNoSpace) {
 			return d, false, err
 		}
 		there, rerr := c.disks.Disk(ctx, spec.Slot)
@@ -310,10 +317,10 @@ func (c *ControllerServer) addDisk(ctx context.Context, spec rdsclient.DiskSpec,
 			return there, true, nil
 		case !errors.Is(rerr, rdsclient.ErrNotFound):
 			return rdsclient.Disk{}, false, rerr
-		case try > 0:
+		case try > 0 || errors.Is(err, rdsclient.ErrNoSpace):
 			return rdsclient.Disk{}, false, err
 		}
-		users, rerr := c.removeOrphanFiles(ctx, spec.Slot, path.Dir(spec.FilePath))
+		users, rerr := c.removeOrphanFiles(ctx, spec.Slot)
 		if rerr != nil {
 			return rdsclient.Disk{}, false, rerr
 		}
@@ -327,53 +334,48 @@ func (c *ControllerServer) addDisk(ctx context.Context, spec rdsclient.DiskSpec,
 // removeOrphanFiles removes the backing files named after id that no disk
 // uses: the leftovers of a deletion that removed the disk but failed
 // before its file, or of an add that died between the two. They are
-// looked for in dirs, in the default volume directory and in every
-// directory holding a disk of ours; only names this package writes for
-// exactly this id are touched. A file is in use when any disk names it,
-// whoever owns that disk, so every disk is read: such a file is never
-// removed, and users maps it (a /file name, see fileKey) to the disk's
-// slot.
-func (c *ControllerServer) removeOrphanFiles(ctx context.Context, id string, dirs ...string) (users map[string]string, err error) {
+// looked for by name in every directory, in one command; only names this
+// package writes for exactly this id are touched. Only when there is such
+// a file are all disks read: a file is in use when any disk names it,
+// whoever owns that disk, and such a file is never removed. users maps
+// each file a disk uses (a /file name, see fileKey) to the disk's slot;
+// it is nil when there was nothing to remove.
+func (c *ControllerServer) removeOrphanFiles(ctx context.Context, id string) (users map[string]string, err error) {
+	files, err := c.disks.FilesNamed(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	var named []rdsclient.File
+	for _, f := range files {
+		if pf, ok := parseFilePath("/" + f.Name); ok && pf.id == id {
+			named = append(named, f)
+		}
+	}
+	if len(named) == 0 {
+		return nil, nil
+	}
 	used, err := c.disks.FileUsers(ctx)
 	if err != nil {
 		return nil, err
 	}
-	search := map[string]bool{}
-	for _, dir := range append([]string{c.opts.volumePath}, dirs...) {
-		if dir != "" {
-			search[dir] = true
-		}
-	}
-	users = map[string]string{}
+	users = make(map[string]string, len(used))
 	for fp, slot := range used {
 		if slot == id {
 			// Created again meanwhile: nothing is orphaned.
 			return nil, nil
 		}
 		users[fileKey(fp)] = slot
-		if f, ok := parseFilePath(fp); ok && f.id == slot {
-			search[f.dir] = true
-		}
 	}
-	for dir := range search {
-		files, err := c.disks.Files(ctx, path.Join(dir, id))
-		if err != nil {
+	for _, f := range named {
+		if slot, ok := users[fileKey(f.Name)]; ok {
+			c.opts.logger.WarnContext(ctx, "backing file named after a volume or snapshot is used by another disk; left alone",
+				slog.String("file", "/"+f.Name), slog.String("id", id), slog.String("disk", slot))
+			continue
+		}
+		if err := c.disks.RemoveFile(ctx, "/"+f.Name); err != nil {
 			return nil, err
 		}
-		for _, f := range files {
-			if pf, ok := parseFilePath("/" + f.Name); !ok || pf.id != id {
-				continue
-			}
-			if slot, ok := users[fileKey(f.Name)]; ok {
-				c.opts.logger.WarnContext(ctx, "backing file named after a volume or snapshot is used by another disk; left alone",
-					slog.String("file", "/"+f.Name), slog.String("id", id), slog.String("disk", slot))
-				continue
-			}
-			if err := c.disks.RemoveFile(ctx, "/"+f.Name); err != nil {
-				return nil, err
-			}
-			c.opts.logger.InfoContext(ctx, "orphan backing file removed", slog.String("file", "/"+f.Name))
-		}
+		c.opts.logger.InfoContext(ctx, "orphan backing file removed", slog.String("file", "/"+f.Name))
 	}
 	return users, nil
 }

@@ -177,18 +177,18 @@ func TestErrorCodesOverGRPC(t *testing.T) {
 		{class: "deadline exceeded (command timeout)", want: codes.DeadlineExceeded,
 			cfg: ctrlTestConfig{clientOpts: []rdsclient.Option{rdsclient.WithCommandTimeout(200 * time.Millisecond), rdsclient.WithRetry(1, time.Millisecond)}},
 			run: func(t *testing.T, e *errTestEnv) error {
-				e.rds.Inject(rdstest.Hang(`^/disk print`))
+				e.rds.Inject(rdstest.Hang(`^/disk add`))
 				_, err := create(e, "hung", 0)
 				return err
 			}},
 		// The CO gives up on a hung device: the call ends, and so does
 		// the command on the device.
 		{class: "canceled", want: codes.Canceled, run: func(t *testing.T, e *errTestEnv) error {
-			e.rds.Inject(rdstest.Hang(`^/disk print`))
+			e.rds.Inject(rdstest.Hang(`^/disk add`))
 			cctx, cancel := context.WithCancel(ctx)
 			defer cancel()
 			go func() {
-				if e.rds.WaitCommands(cctx, `^/disk print`, 1) == nil {
+				if e.rds.WaitCommands(cctx, `^/disk add`, 1) == nil {
 					cancel()
 				}
 			}()

@@ -104,6 +104,17 @@ type ctrlTestBlockingDisks struct {
 }
 
 func (b *ctrlTestBlockingDisks) Disk(ctx context.Context, slot string) (rdsclient.Disk, error) {
+	b.block(slot)
+	return b.ctrlTestDisks.Disk(ctx, slot)
+}
+
+func (b *ctrlTestBlockingDisks) CreateDisk(ctx context.Context, spec rdsclient.DiskSpec) (rdsclient.Disk, error) {
+	b.block(spec.Slot)
+	return b.ctrlTestDisks.CreateDisk(ctx, spec)
+}
+
+// block holds a call on slot until release is closed.
+func (b *ctrlTestBlockingDisks) block(slot string) {
 	if slot == b.slot {
 		select {
 		case b.entered <- struct{}{}:
@@ -111,7 +122,6 @@ func (b *ctrlTestBlockingDisks) Disk(ctx context.Context, slot string) (rdsclien
 		}
 		<-b.release
 	}
-	return b.ctrlTestDisks.Disk(ctx, slot)
 }
 
 func TestSerializeInterceptorAbortsConcurrentCalls(t *testing.T) {

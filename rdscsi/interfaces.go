@@ -17,11 +17,17 @@ type Disks interface {
 	// included, to that disk's slot: the evidence that no disk uses a
 	// file before the controller removes it.
 	FileUsers(ctx context.Context) (map[string]string, error)
-	ResizeDisk(ctx context.Context, slot string, sizeBytes int64) (rdsclient.Disk, error)
-	DeleteDisk(ctx context.Context, slot string) error
-	CopyDisk(ctx context.Context, sourceSlot string, spec rdsclient.DiskSpec) (rdsclient.Disk, error)
+	// ResizeDisk, DeleteDisk and CopyDisk act on a disk as the
+	// controller has just read it, so that a call costs no second read.
+	ResizeDisk(ctx context.Context, d rdsclient.Disk, sizeBytes int64) (rdsclient.Disk, error)
+	DeleteDisk(ctx context.Context, d rdsclient.Disk) error
+	CopyDisk(ctx context.Context, source rdsclient.Disk, spec rdsclient.DiskSpec) (rdsclient.Disk, error)
 	Capacity(ctx context.Context, pool string) (rdsclient.Capacity, error)
 	Files(ctx context.Context, dirPrefix string) ([]rdsclient.File, error)
+	// FilesNamed lists the files whose name contains word, in any
+	// directory: where the controller looks for a volume's orphan
+	// backing files.
+	FilesNamed(ctx context.Context, word string) ([]rdsclient.File, error)
 	// RemoveFile removes a file; a missing file is not an error. The
 	// controller uses it to finish a deletion whose disk is gone but
 	// whose backing file was left behind.

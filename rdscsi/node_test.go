@@ -798,7 +798,9 @@ func nodeTestLifecycle(t *testing.T, kind string) {
 
 	// Grow the disk on the RDS, then on the node.
 	newSize := size + 256<<20
-	if _, err := e.client.ResizeDisk(ctx, id, newSize); err != nil {
+	disk, err := e.client.Disk(ctx, id)
+	e.must(err)
+	if _, err := e.client.ResizeDisk(ctx, disk, newSize); err != nil {
 		t.Fatal(err)
 	}
 	exp, err := e.ns.NodeExpandVolume(ctx, &csi.NodeExpandVolumeRequest{VolumeId: id, VolumePath: target,

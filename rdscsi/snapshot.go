@@ -108,16 +108,23 @@ func (c *ControllerServer) createSnapshot(ctx context.Context, req *csi.CreateSn
 		}
 		return s, nil
 	}
-	d, err := c.disks.Disk(ctx, id)
-	switch {
-	case err == nil:
-		return existing(d)
-	case !errors.Is(err, rdsclient.ErrNotFound):
-		return snapshot{}, err
-	}
-
+	// Two commands for a new snapshot: the source is read (it must be a
+	// volume of ours) and copied. A snapshot that exists already is found
+	// by the copy failing, then judged (addDisk). A retry must still
+	// succeed once the source is gone, so when it cannot be found an
+	// existing snapshot is judged instead.
 	vol, err := c.lookupVolume(ctx, src)
 	if err != nil {
+		if !errors.Is(err, rdsclient.ErrNotFound) && !errors.Is(err, ErrNotFound) {
+			return snapshot{}, err
+		}
+		d, derr := c.disks.Disk(ctx, id)
+		switch {
+		case derr == nil:
+			return existing(d)
+		case !errors.Is(derr, rdsclient.ErrNotFound):
+			return snapshot{}, derr
+		}
 		return snapshot{}, err
 	}
 	dir := p.volumePath
@@ -126,7 +133,7 @@ func (c *ControllerServer) createSnapshot(ctx context.Context, req *csi.CreateSn
 	}
 	spec := rdsclient.DiskSpec{Slot: id, FilePath: snapshotFilePath(dir, id, src, c.opts.now())}
 	d, found, err := c.addDisk(ctx, spec, func() (rdsclient.Disk, error) {
-		return c.disks.CopyDisk(ctx, src, spec)
+		return c.disks.CopyDisk(ctx, vol, spec)
 	})
 	if err != nil {
 		return snapshot{}, err

@@ -222,6 +222,10 @@ func TestClientDeleteDiskInUse(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
+	d, err := client.Disk(ctx, slot)
+	if err != nil {
+		t.Fatal(err)
+	}
 	host, err := s.DiskFile(slot)
 	if err != nil {
 		t.Fatal(err)
@@ -229,7 +233,7 @@ func TestClientDeleteDiskInUse(t *testing.T) {
 	if err := s.ConnectInitiator(nqnOf(slot)); err != nil {
 		t.Fatal(err)
 	}
-	err = client.DeleteDisk(ctx, slot)
+	err = client.DeleteDisk(ctx, d)
 	var ce *rdsclient.CommandError
 	if !errors.Is(err, rdsclient.ErrInUse) || !errors.As(err, &ce) || ce.ExitStatus != 1 {
 		t.Fatalf("DeleteDisk of a connected disk = %v, want ErrInUse *CommandError", err)
@@ -241,7 +245,7 @@ func TestClientDeleteDiskInUse(t *testing.T) {
 		t.Fatalf("backing file of the connected disk: %v", err)
 	}
 	s.DisconnectInitiator(nqnOf(slot))
-	if err := client.DeleteDisk(ctx, slot); err != nil {
+	if err := client.DeleteDisk(ctx, d); err != nil {
 		t.Fatalf("DeleteDisk after disconnect: %v", err)
 	}
 	if _, err := client.Disk(ctx, slot); !errors.Is(err, rdsclient.ErrNotFound) {
@@ -288,10 +292,11 @@ func ExampleServer_ConnectInitiator() {
 	}
 	defer client.Close()
 	const nqn = "nqn.2000-02.com.mikrotik:pvc-1"
-	if _, err := client.CreateDisk(ctx, rdsclient.DiskSpec{
+	d, err := client.CreateDisk(ctx, rdsclient.DiskSpec{
 		Slot: "pvc-1", FilePath: "/storage-pool/k8s/pvc-1.img", SizeBytes: 1 << 30,
 		Export: &rdsclient.NVMeExport{NQN: nqn},
-	}); err != nil {
+	})
+	if err != nil {
 		fmt.Println(err)
 		return
 	}
@@ -299,10 +304,10 @@ func ExampleServer_ConnectInitiator() {
 		fmt.Println(err)
 		return
 	}
-	err = client.DeleteDisk(ctx, "pvc-1")
+	err = client.DeleteDisk(ctx, d)
 	fmt.Println(errors.Is(err, rdsclient.ErrInUse), srv.Initiators(nqn))
 	srv.DisconnectInitiator(nqn)
-	fmt.Println(client.DeleteDisk(ctx, "pvc-1"))
+	fmt.Println(client.DeleteDisk(ctx, d))
 	// Output:
 	// true 1
 	// <nil>

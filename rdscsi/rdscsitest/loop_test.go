@@ -62,6 +62,16 @@ func loopTestSetup(t *testing.T) (*rdstest.Server, *rdsclient.Client, *rdscsites
 	return srv, client, conn, id
 }
 
+// deleteDisk deletes the disk in slot id as a caller that knows only the
+// slot does: it reads the disk, then deletes the disk it read.
+func deleteDisk(ctx context.Context, client *rdsclient.Client, id string) error {
+	d, err := client.Disk(ctx, id)
+	if err != nil {
+		return err
+	}
+	return client.DeleteDisk(ctx, d)
+}
+
 func loopTestSize(t *testing.T, dev string) int64 {
 	t.Helper()
 	out, err := osexec.Command("blockdev", "--getsize64", dev).Output()
@@ -96,7 +106,7 @@ func TestLoopConnector(t *testing.T) {
 	if n := srv.Initiators(nqn); n != 1 {
 		t.Fatalf("Initiators after two Connects = %d, want 1", n)
 	}
-	if err := client.DeleteDisk(ctx, id); !errors.Is(err, rdsclient.ErrInUse) {
+	if err := deleteDisk(ctx, client, id); !errors.Is(err, rdsclient.ErrInUse) {
 		t.Fatalf("DeleteDisk of a connected disk = %v, want ErrInUse", err)
 	}
 	got, err := conn.Device(ctx, nqn)
@@ -117,8 +127,12 @@ func TestLoopConnector(t *testing.T) {
 	if size := loopTestSize(t, dev); size != 8<<20 {
 		t.Fatalf("size %d", size)
 	}
-	if _, err := client.ResizeDisk(ctx, id, 24<<20); err != nil {
+	d, err := client.Disk(ctx, id)
+	if err != nil {
 		t.Fatal(err)
+	}
+	if d, err = client.ResizeDisk(ctx, d, 24<<20); err != nil || d.SizeBytes != 24<<20 {
+		t.Fatalf("ResizeDisk = %+v, %v", d, err)
 	}
 	if err := conn.Rescan(ctx, nqn); err != nil {
 		t.Fatal(err)
@@ -152,7 +166,7 @@ func TestLoopConnector(t *testing.T) {
 	if err := conn.Disconnect(ctx, nqn); err != nil {
 		t.Fatalf("second Disconnect: %v", err)
 	}
-	if err := client.DeleteDisk(ctx, id); err != nil {
+	if err := deleteDisk(ctx, client, id); err != nil {
 		t.Fatalf("DeleteDisk after Disconnect: %v", err)
 	}
 }
@@ -180,7 +194,7 @@ func TestLoopConnectorBusyDeviceStaysInUse(t *testing.T) {
 	if n := srv.Initiators(nqn); n != 1 {
 		t.Fatalf("Initiators after a failed Disconnect = %d, want 1", n)
 	}
-	if err := client.DeleteDisk(ctx, id); !errors.Is(err, rdsclient.ErrInUse) {
+	if err := deleteDisk(ctx, client, id); !errors.Is(err, rdsclient.ErrInUse) {
 		t.Fatalf("DeleteDisk while the device is open = %v, want ErrInUse", err)
 	}
 	f.Close()
@@ -190,7 +204,7 @@ func TestLoopConnectorBusyDeviceStaysInUse(t *testing.T) {
 	if n := srv.Initiators(nqn); n != 0 {
 		t.Fatalf("Initiators after Disconnect = %d, want 0", n)
 	}
-	if err := client.DeleteDisk(ctx, id); err != nil {
+	if err := deleteDisk(ctx, client, id); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -218,7 +232,7 @@ func TestLoopConnectorCloseReleasesInitiators(t *testing.T) {
 	if n := srv.Initiators(nqn); n != 1 {
 		t.Fatalf("Initiators after one Close = %d, want 1", n)
 	}
-	if err := client.DeleteDisk(ctx, id); !errors.Is(err, rdsclient.ErrInUse) {
+	if err := deleteDisk(ctx, client, id); !errors.Is(err, rdsclient.ErrInUse) {
 		t.Fatalf("DeleteDisk with one host left = %v, want ErrInUse", err)
 	}
 	if err := other.Close(); err != nil {
@@ -242,7 +256,7 @@ func TestLoopConnectorCloseReleasesInitiators(t *testing.T) {
 	if n := srv.Initiators(nqn); n != 0 {
 		t.Fatalf("Initiators after a failed Connect = %d", n)
 	}
-	if err := client.DeleteDisk(ctx, id); err != nil {
+	if err := deleteDisk(ctx, client, id); err != nil {
 		t.Fatal(err)
 	}
 }
