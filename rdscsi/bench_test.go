@@ -88,6 +88,10 @@ func BenchmarkCreateDelete(b *testing.B) {
 //   - rds-2ms: as fake, with 2 ms added to every command, still faster
 //     than an SSH exec on a real RDS.
 //
+//   - fake-above-floor: fake, fake-rpc-floor and the direct path in turn,
+//     operation by operation, reporting the points fake adds above the
+//     floor (above-floor-points).
+//
 // Run it with
 //
 //	go test -run '^$' -bench BenchmarkCreateDeleteInterleaved -benchtime 1000x ./rdscsi/
@@ -114,6 +118,36 @@ func BenchmarkCreateDeleteInterleaved(b *testing.B) {
 		_, err = e.ctrl.DeleteVolume(ctx, &csi.DeleteVolumeRequest{VolumeId: r.Volume.VolumeId})
 		return err
 	}
+	b.Run("fake-above-floor", func(b *testing.B) {
+		// fake and fake-rpc-floor alternated with direct, operation by
+		// operation: the points the real RPCs add above the floor, with
+		// the machine's drift hitting all three alike.
+		e := newCtrlTestEnv(b, ctrlTestConfig{})
+		ctx := context.Background()
+		var viaRPC, floor, direct time.Duration
+		b.ResetTimer()
+		for i := 0; i < b.N; i++ {
+			t0 := time.Now()
+			if err := viaGRPC(ctx, e, fmt.Sprintf("bench-rpc-%d", i)); err != nil {
+				b.Fatal(err)
+			}
+			t1 := time.Now()
+			if err := rpcFloor(ctx, e, fmt.Sprintf("bench-floor-%d", i)); err != nil {
+				b.Fatal(err)
+			}
+			t2 := time.Now()
+			if err := ctrlTestDirectCreateDelete(ctx, e.client, fmt.Sprintf("bench-direct-%d", i), size); err != nil {
+				b.Fatal(err)
+			}
+			viaRPC, floor, direct = viaRPC+t1.Sub(t0), floor+t2.Sub(t1), direct+time.Since(t2)
+		}
+		b.StopTimer()
+		rpcPct := 100 * (float64(viaRPC)/float64(direct) - 1)
+		floorPct := 100 * (float64(floor)/float64(direct) - 1)
+		b.ReportMetric(rpcPct, "overhead-%")
+		b.ReportMetric(floorPct, "floor-%")
+		b.ReportMetric(rpcPct-floorPct, "above-floor-points")
+	})
 	for _, bc := range []struct {
 		name    string
 		latency time.Duration
