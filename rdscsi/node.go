@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"maps"
-	"os"
 	"path/filepath"
 	"time"
 
@@ -13,6 +12,7 @@ import (
 	mount "k8s.io/mount-utils"
 	utilexec "k8s.io/utils/exec"
 
+	"github.com/srvlab/rds-csi/internal/durable"
 	"github.com/srvlab/rds-csi/internal/keylock"
 	"github.com/srvlab/rds-csi/rdscsi/nvme"
 )
@@ -140,7 +140,9 @@ func NewNodeServer(nodeID string, connector nvme.Connector, opts ...NodeOption) 
 	case o.releaseTimeout < 0:
 		return nil, errorf(ErrInvalidArgument, "device release timeout %v is negative", o.releaseTimeout)
 	}
-	if err := os.MkdirAll(o.stateDir, 0o700); err != nil {
+	// Durably: a stage record written into a new directory whose own
+	// entry a power cut can take away is no record at all.
+	if err := durable.MkdirAll(o.stateDir, 0o700); err != nil {
 		return nil, fmt.Errorf("rdscsi: creating state directory: %w", err)
 	}
 	return &NodeServer{

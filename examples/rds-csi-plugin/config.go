@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/srvlab/rds-csi/internal/durable"
 	"github.com/srvlab/rds-csi/rdsclient"
 	"github.com/srvlab/rds-csi/rdscsi"
 )
@@ -478,7 +479,7 @@ func checkListenAddress(addr string) error {
 // NodeStageVolume, so a directory it cannot write must stop the start,
 // naming the flag, not fail every stage later.
 func (c *config) checkNodeStateDir() error {
-	err := os.MkdirAll(c.nodeStateDir, 0o700)
+	err := durable.MkdirAll(c.nodeStateDir, 0o700)
 	if err == nil {
 		var f *os.File
 		if f, err = os.CreateTemp(c.nodeStateDir, ".write-check-*"); err == nil {

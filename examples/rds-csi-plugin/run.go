@@ -17,6 +17,7 @@ import (
 
 	"github.com/srvlab/rds-csi/attach"
 	"github.com/srvlab/rds-csi/attach/kube"
+	"github.com/srvlab/rds-csi/internal/durable"
 	"github.com/srvlab/rds-csi/metrics"
 	"github.com/srvlab/rds-csi/rdsclient"
 	"github.com/srvlab/rds-csi/rdscsi"
@@ -254,7 +255,8 @@ func stopGracefully(srv *grpc.Server, logger *slog.Logger) {
 // openAttachments loads the attachment state, has p.rec observe it and
 // starts the Manager's migration timer.
 func (p *plugin) openAttachments(ctx context.Context, c *config, logger *slog.Logger) (err error) {
-	if err := os.MkdirAll(filepath.Dir(c.stateFile), 0o750); err != nil {
+	// Durably: the log's own directory entry must survive a power cut.
+	if err := durable.MkdirAll(filepath.Dir(c.stateFile), 0o750); err != nil {
 		return fmt.Errorf("%s: %w", c.src("state-file"), err)
 	}
 	var opts []attach.FileOption

@@ -62,3 +62,32 @@ func WriteFile(name string, data []byte, perm os.FileMode) error {
 	}
 	return SyncDir(dir)
 }
+
+// MkdirAll creates directory dir and any missing parents, like
+// os.MkdirAll, and makes each directory it creates durable by syncing
+// the directory that holds it: without that, a power cut can take a new
+// directory away with everything written into it since. An existing dir
+// is left as it is.
+func MkdirAll(dir string, perm os.FileMode) error {
+	dir = filepath.Clean(dir)
+	if fi, err := os.Stat(dir); err == nil {
+		if !fi.IsDir() {
+			return fmt.Errorf("durable: %s exists and is not a directory", dir)
+		}
+		return nil
+	}
+	parent := filepath.Dir(dir)
+	if parent != dir {
+		if err := MkdirAll(parent, perm); err != nil {
+			return err
+		}
+	}
+	if err := os.Mkdir(dir, perm); err != nil {
+		if fi, serr := os.Stat(dir); serr == nil && fi.IsDir() {
+			// Created meanwhile by someone else, who syncs it.
+			return nil
+		}
+		return fmt.Errorf("durable: creating %s: %w", dir, err)
+	}
+	return SyncDir(parent)
+}
