@@ -26,7 +26,8 @@
 //
 // With WithDataDir the disk table is saved in the directory after every
 // change and loaded by the next Server started on it, so disks survive a
-// restart as they do on a device.
+// restart as they do on a device (a restart of the process: nothing is
+// fsynced, so a power cut of the machine is not survived).
 //
 // Hosts connected over NVMe/TCP are live state: ConnectInitiator and
 // DisconnectInitiator count them per exported NQN

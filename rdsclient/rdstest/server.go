@@ -61,7 +61,10 @@ type Option func(*options)
 // which /file print does not show), so a Server started later on the same
 // dir has the same disks, as a device keeps its disks across a restart;
 // pools still come from the options. Only one Server may use dir at a
-// time.
+// time. The table is replaced atomically (a new file renamed over the old)
+// but not fsynced, nor are the backing files: it survives the restart of
+// a process, including a kill -9, not a power cut or a crash of the
+// machine.
 func WithDataDir(dir string) Option { return func(o *options) { o.dataDir = dir } }
 
 // WithPool adds a storage pool (a btrfs mount point named name) with the
