@@ -111,6 +111,13 @@ type Cluster struct {
 	started bool
 	built   bool
 	applied map[types.UID]claim // VolumeAttachments applied, with what they claim
+	// delivered numbers the VolumeAttachments in the order the informer
+	// delivered them to the handlers: the order claims are tried in. The
+	// cache itself may already hold objects whose events are still on
+	// their way, and its creation times have one-second resolution, so
+	// neither may decide which claim came first.
+	delivered map[types.UID]uint64
+	seq       uint64
 }
 
 // claim is what one VolumeAttachment asks for.
@@ -163,7 +170,7 @@ func NewCluster(cs kubernetes.Interface, driver string, m *attach.Manager, opts 
 			return nil, err
 		}
 	}
-	c := &Cluster{cs: cs, driver: driver, m: m, opts: o, ready: make(chan struct{}), applied: map[types.UID]claim{}}
+	c := &Cluster{cs: cs, driver: driver, m: m, opts: o, ready: make(chan struct{}), applied: map[types.UID]claim{}, delivered: map[types.UID]uint64{}}
 	c.leading.Store(o.election == nil)
 	c.factory = informers.NewSharedInformerFactory(cs, 0)
 	va := c.factory.Storage().V1().VolumeAttachments()
@@ -392,6 +399,10 @@ func (c *Cluster) onVA(obj any) {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if _, ok := c.delivered[va.UID]; !ok {
+		c.seq++
+		c.delivered[va.UID] = c.seq
+	}
 	if !c.built {
 		return // the rebuild will see it
 	}
@@ -411,6 +422,7 @@ func (c *Cluster) onVADeleted(obj any) {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	delete(c.delivered, va.UID)
 	if !c.built {
 		return
 	}
@@ -449,7 +461,8 @@ func (c *Cluster) onPV(obj any) {
 	}
 	vas, _ := c.vas.GetIndexer().ByIndex(byPV, pv.Name)
 	for _, obj := range vas {
-		if va := obj.(*storagev1.VolumeAttachment); va.DeletionTimestamp == nil {
+		va := obj.(*storagev1.VolumeAttachment)
+		if _, delivered := c.delivered[va.UID]; delivered && va.DeletionTimestamp == nil {
 			if cl, ok := c.claimOf(va); ok {
 				c.applied[va.UID] = cl
 			}
@@ -461,10 +474,14 @@ func (c *Cluster) onPV(obj any) {
 }
 
 // resyncLocked applies the claims of the VolumeAttachments of one
-// PersistentVolume that are not being deleted, oldest first, and skips
-// those the Manager refuses (they stay in the cache and are tried again at
-// the next change) and those of nodes known to be gone (cleared by
-// reconcile, they must not come back).
+// PersistentVolume that are not being deleted, in the order the informer
+// delivered them, and skips those the Manager refuses (they stay in the
+// cache and are tried again at the next change), those whose event has
+// not reached the handlers yet (their handler resyncs) and those of nodes
+// known to be gone (cleared by reconcile, they must not come back). Every
+// replica gets the events in the API server's order, so the first claim
+// delivered wins everywhere, however far each replica's cache has run
+// ahead of its handlers.
 func (c *Cluster) resyncLocked(ctx context.Context, pvName string) {
 	pv, err := c.pvList.Get(pvName)
 	if err != nil || pv.Spec.CSI == nil || pv.Spec.CSI.Driver != c.driver {
@@ -473,12 +490,13 @@ func (c *Cluster) resyncLocked(ctx context.Context, pvName string) {
 	objs, _ := c.vas.GetIndexer().ByIndex(byPV, pvName)
 	vas := make([]*storagev1.VolumeAttachment, 0, len(objs))
 	for _, obj := range objs {
-		if va := obj.(*storagev1.VolumeAttachment); va.DeletionTimestamp == nil {
+		va := obj.(*storagev1.VolumeAttachment)
+		if _, ok := c.delivered[va.UID]; ok && va.DeletionTimestamp == nil {
 			vas = append(vas, va)
 		}
 	}
 	slices.SortFunc(vas, func(a, b *storagev1.VolumeAttachment) int {
-		return cmp.Or(a.CreationTimestamp.Compare(b.CreationTimestamp.Time), cmp.Compare(a.Name, b.Name))
+		return cmp.Compare(c.delivered[a.UID], c.delivered[b.UID])
 	})
 	req := attach.Request{VolumeID: pv.Spec.CSI.VolumeHandle, Mode: attach.Exclusive}
 	if migratable(pv) {
@@ -522,7 +540,7 @@ func (c *Cluster) Attach(ctx context.Context, req attach.Request) error {
 }
 
 // claimApplied reports whether a VolumeAttachment claiming volumeID for node
-// has been applied.
+// has reached the handlers and been applied.
 func (c *Cluster) claimApplied(volumeID, node string) bool {
 	pvs, _ := c.pvs.GetIndexer().ByIndex(byHandle, volumeID)
 	c.mu.Lock()
@@ -531,7 +549,8 @@ func (c *Cluster) claimApplied(volumeID, node string) bool {
 		vas, _ := c.vas.GetIndexer().ByIndex(byPV, obj.(*corev1.PersistentVolume).Name)
 		for _, obj := range vas {
 			va := obj.(*storagev1.VolumeAttachment)
-			if cl, ok := c.applied[va.UID]; ok && va.DeletionTimestamp == nil && cl.volumeID == volumeID && cl.node == node {
+			_, delivered := c.delivered[va.UID]
+			if cl, ok := c.applied[va.UID]; ok && delivered && va.DeletionTimestamp == nil && cl.volumeID == volumeID && cl.node == node {
 				return true
 			}
 		}
