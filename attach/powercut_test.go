@@ -211,23 +211,15 @@ func mkdirNoSync(dir string) error { return os.MkdirAll(dir, 0o700) }
 // cut between its creation and the first fsync of its directory is; the
 // first open after it starts empty and works.
 func TestFileStoreFirstOpenAfterCut(t *testing.T) {
-	powercut.Require(t)
 	ctx := context.Background()
-	backing := t.TempDir()
-	mnt := t.TempDir()
-	fs, err := powercut.Mount(backing, mnt, powercut.WithDeadMountAfterCut())
-	if err != nil {
-		t.Fatal(err)
-	}
+	fs, backing, mnt := powercut.MountTemp(t, powercut.WithDeadMountAfterCut())
 	// The store's directory is new too, as on a fresh node.
 	dir := filepath.Join(mnt, "state")
 	if err := mkdirNoSync(dir); err != nil {
-		fs.Unmount()
 		t.Fatal(err)
 	}
 	store, err := attach.NewFileStore(filepath.Join(dir, "attachments.log"))
 	if err != nil {
-		fs.Unmount()
 		t.Fatal(err)
 	}
 	if err := fs.Cut(); err != nil {

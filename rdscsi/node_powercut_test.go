@@ -15,25 +15,12 @@ import (
 // and accept it: staging again is the idempotent repeat, and unstaging
 // disconnects the device the record names.
 func TestNodeStagePowerCut(t *testing.T) {
-	powercut.Require(t)
-	backing := t.TempDir()
-	mnt := t.TempDir()
-	fs, err := powercut.Mount(backing, mnt)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cut := false
-	defer func() {
-		if !cut {
-			fs.Unmount()
-		}
-	}()
+	fs, backing, mnt := powercut.MountTemp(t)
 	state := filepath.Join(mnt, "var", "lib", "rds-csi")
 	e := nodeTestSetup(t, rdscsi.WithStateDir(state))
 	id := e.createDisk(64 << 20)
 	staging := filepath.Join(e.dir, "staging")
 	e.must(e.stage(e.ns, id, staging, nodeTestMountCap("ext4", nodeTestSNW)))
-	cut = true
 	if err := fs.Cut(); err != nil {
 		t.Fatal(err)
 	}

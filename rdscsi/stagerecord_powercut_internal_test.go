@@ -133,22 +133,14 @@ func sameRecordAsOneOf(got *stageRecord, want []*stageRecord) bool {
 // directory does not exist yet creates it; a power cut right after a
 // record was saved must leave the record, directory and all.
 func TestStageRecordSurvivesPowerCutInNewStateDir(t *testing.T) {
-	powercut.Require(t)
-	backing := t.TempDir()
-	mnt := t.TempDir()
-	fs, err := powercut.Mount(backing, mnt)
-	if err != nil {
-		t.Fatal(err)
-	}
+	fs, backing, mnt := powercut.MountTemp(t)
 	const id = "pvc-00000000-0000-0000-0000-000000000002"
 	dir := filepath.Join(mnt, "var", "lib", "rds-csi", "node")
 	ns, err := NewNodeServer("node-1", noConnector{}, WithStateDir(dir))
 	if err != nil {
-		fs.Unmount()
 		t.Fatal(err)
 	}
 	if err := ns.store.save(newStageRecord(id, NQN(id), "/staging/x", true)); err != nil {
-		fs.Unmount()
 		t.Fatal(err)
 	}
 	if err := fs.Cut(); err != nil {

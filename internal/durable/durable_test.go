@@ -111,13 +111,7 @@ func TestMkdirAll(t *testing.T) {
 // TestPowerCut: what MkdirAll and WriteFile report done survives a power
 // cut (internal/powercut), and what plain calls leave unsynced does not.
 func TestPowerCut(t *testing.T) {
-	powercut.Require(t)
-	backing := t.TempDir()
-	mnt := t.TempDir()
-	pfs, err := powercut.Mount(backing, mnt)
-	if err != nil {
-		t.Fatal(err)
-	}
+	pfs, backing, mnt := powercut.MountTemp(t)
 	if err := durable.MkdirAll(filepath.Join(mnt, "a", "b"), 0o700); err != nil {
 		t.Fatal(err)
 	}

@@ -269,6 +269,16 @@ func (n *node) CopyFileRange(ctx context.Context, fhIn fs.FileHandle, offIn uint
 }
 
 func (n *node) Unlink(ctx context.Context, name string) syscall.Errno {
+	return n.remove(name, false)
+}
+
+func (n *node) Rmdir(ctx context.Context, name string) syscall.Errno {
+	return n.remove(name, true)
+}
+
+// remove unlinks a file (dir false) or removes an empty directory (dir
+// true), keeping what goes in the stash until the removal is durable.
+func (n *node) remove(name string, dir bool) syscall.Errno {
 	if errno := n.begin(name); errno != 0 {
 		return errno
 	}
@@ -279,23 +289,38 @@ func (n *node) Unlink(ctx context.Context, name string) syscall.Errno {
 	if err := unix.Lstat(path, &st); err != nil {
 		return fs.ToErrno(err)
 	}
-	if st.Mode&unix.S_IFMT == unix.S_IFDIR {
+	switch isDir := st.Mode&unix.S_IFMT == unix.S_IFDIR; {
+	case dir && !isDir:
+		return syscall.ENOTDIR
+	case !dir && isDir:
 		return syscall.EISDIR
+	}
+	if dir {
+		if empty, err := emptyDir(path); err != nil {
+			return fs.ToErrno(err)
+		} else if !empty {
+			return syscall.ENOTEMPTY
+		}
 	}
 	d, err := p.refDir(n.bpath())
 	if err != nil {
 		return fs.ToErrno(err)
 	}
-	if err := p.stashFile(st.Ino, path); err != nil {
+	op := &dirOp{kind: opUnlink, d1: d, n1: name, victim: st.Ino, vkind: victimFile}
+	if dir {
+		// The directory itself moves into the stash: that removes it.
+		op.kind, op.vkind = opRmdir, victimDir
+		err = p.stashDir(st.Ino, path)
+	} else if err = p.stashFile(st.Ino, path); err == nil {
+		if err = syscall.Unlink(path); err != nil {
+			p.unstashFile(st.Ino)
+		}
+	}
+	if err != nil {
 		p.unrefDir(d)
 		return fs.ToErrno(err)
 	}
-	if err := syscall.Unlink(path); err != nil {
-		p.unstashFile(st.Ino)
-		p.unrefDir(d)
-		return fs.ToErrno(err)
-	}
-	p.addOp(&dirOp{kind: opUnlink, d1: d, n1: name, victim: st.Ino, vkind: victimFile})
+	p.addOp(op)
 	return 0
 }
 
@@ -314,37 +339,6 @@ func emptyDir(path string) (bool, error) {
 		return false, err
 	}
 	return true, nil
-}
-
-func (n *node) Rmdir(ctx context.Context, name string) syscall.Errno {
-	if errno := n.begin(name); errno != 0 {
-		return errno
-	}
-	p := n.pfs
-	defer p.mu.Unlock()
-	path := filepath.Join(n.bpath(), name)
-	var st unix.Stat_t
-	if err := unix.Lstat(path, &st); err != nil {
-		return fs.ToErrno(err)
-	}
-	if st.Mode&unix.S_IFMT != unix.S_IFDIR {
-		return syscall.ENOTDIR
-	}
-	if empty, err := emptyDir(path); err != nil {
-		return fs.ToErrno(err)
-	} else if !empty {
-		return syscall.ENOTEMPTY
-	}
-	d, err := p.refDir(n.bpath())
-	if err != nil {
-		return fs.ToErrno(err)
-	}
-	if err := p.stashDir(st.Ino, path); err != nil {
-		p.unrefDir(d)
-		return fs.ToErrno(err)
-	}
-	p.addOp(&dirOp{kind: opRmdir, d1: d, n1: name, victim: st.Ino, vkind: victimDir})
-	return 0
 }
 
 func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedder, newName string, flags uint32) syscall.Errno {

@@ -1,6 +1,7 @@
 package powercut
 
 import (
+	"errors"
 	"os"
 	"testing"
 )
@@ -26,4 +27,23 @@ func Require(t testing.TB) {
 		t.Fatalf("%s (CI=%s: failing rather than skipping)", reason, ci)
 	}
 	t.Skip(reason)
+}
+
+// MountTemp is Require, then Mount of a new temporary backing directory
+// at a new temporary mount point, with a cleanup that unmounts what is
+// still mounted when t ends.
+func MountTemp(t testing.TB, opts ...Option) (fs *FS, backing, mountpoint string) {
+	t.Helper()
+	Require(t)
+	backing, mountpoint = t.TempDir(), t.TempDir()
+	fs, err := Mount(backing, mountpoint, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := fs.Unmount(); err != nil && !errors.Is(err, ErrUnmounted) {
+			t.Errorf("powercut: unmount at the end of the test: %v", err)
+		}
+	})
+	return fs, backing, mountpoint
 }
